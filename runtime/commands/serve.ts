@@ -1,0 +1,151 @@
+// capybara serve <echo|discard|http>: one Stack, one server running an app, an admin socket; runs until
+// SIGINT/SIGTERM and then shuts down cleanly (the engine's destroy detaches XDP). With --on HOST it
+// re-executes itself inside that testbed namespace with the host's device and addresses.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { PLAN, isHostName, mountBpffs, status as testbedStatus } from '../../dataplane/testbed.js';
+import { AdminServer, stackAdminHandlers } from '../admin.js';
+import { APPS, isAppName } from '../apps/index.js';
+import { intOpt, onePositional, str, type Command, type Io } from '../cli.js';
+import { CapybaraError, UsageError } from '../errors.js';
+import { packageRoot } from '../native.js';
+import { Stack } from '../stack.js';
+
+export const DEFAULT_NAME = 'default';
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', on);
+      process.off('SIGTERM', on);
+      resolve(sig);
+    };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+function binPath(): string {
+  return join(packageRoot(), 'bin', 'capybara.js');
+}
+
+async function reexecInHost(host: string, args: string[]): Promise<number> {
+  const s = await testbedStatus();
+  if (!s.up) throw new CapybaraError('ERR_CAPYBARA_NO_TESTBED', 'the testbed is not up: run capybara testbed up');
+  const ns = PLAN.hosts[host as keyof typeof PLAN.hosts].ns;
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binPath(), ...args], {
+    stdio: 'inherit',
+    env: { ...process.env, CAPYBARA_NETNS: host },
+  });
+  const forward = (sig: NodeJS.Signals) => child.kill(sig);
+  process.on('SIGINT', forward);
+  process.on('SIGTERM', forward);
+  try {
+    return await new Promise<number>((resolve) => {
+      child.on('error', () => resolve(1));
+      child.on('exit', (code, sig) => resolve(code ?? (sig ? 1 : 0)));
+    });
+  } finally {
+    process.off('SIGINT', forward);
+    process.off('SIGTERM', forward);
+  }
+}
+
+export const serveCommand: Command = {
+  name: 'serve',
+  summary: 'run an app (echo, discard, http, sockperf) on a capybara stack until SIGINT/SIGTERM',
+  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--port N] [--name NAME] [--json]',
+  help: `Apps:
+  echo      every byte comes back (default port 7)
+  discard   bytes are dropped (default port 9)
+  http      HTTP/1.1 keep-alive: GET /bytes/N (N deterministic bytes), GET /health (default port 80)
+  sockperf  answers sockperf ping-pong clients (default port 11111)
+
+Options:
+  --on HOST        run inside testbed host HOST (hostA, hostB) with its device and addresses
+  --device URI     xdp:IFACE[@queue] | mem:NAME[?faults] | dpdk:ARGS
+  --address CIDR   the stack's address, e.g. 10.77.1.10/24
+  --gateway IP     next hop for off-link peers
+  --mac MAC        override the device's MAC address
+  --port N         port to listen on
+  --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
+                   else "${DEFAULT_NAME}")
+  --json           print the listening line as JSON
+
+Prints "listening on ADDRESS:PORT (device URI)" once ready.`,
+  options: {
+    on: { type: 'string' },
+    device: { type: 'string' },
+    address: { type: 'string' },
+    gateway: { type: 'string' },
+    mac: { type: 'string' },
+    port: { type: 'string' },
+    name: { type: 'string' },
+  },
+  async run(positionals, values, io) {
+    const app = onePositional(positionals, Object.keys(APPS), 'app');
+    if (!isAppName(app)) throw new UsageError(`unknown app "${app}"`);
+    const port = intOpt(values, 'port', 1, 65535) ?? APPS[app].defaultPort;
+    const on = str(values, 'on');
+    let device = str(values, 'device');
+    let address = str(values, 'address');
+    let gateway = str(values, 'gateway');
+    let name = str(values, 'name');
+    if (on !== undefined) {
+      if (!isHostName(on)) throw new UsageError(`--on must be one of ${Object.keys(PLAN.hosts).join(', ')} (got "${on}")`);
+      if (device || address || gateway) throw new UsageError('--on sets --device, --address and --gateway itself; give one or the other');
+      const h = PLAN.hosts[on];
+      const args = ['serve', app, '--device', h.device, '--address', `${h.ip}/${h.prefixLength}`, '--gateway', h.gateway, '--port', String(port), '--name', name ?? on];
+      const mac = str(values, 'mac');
+      if (mac) args.push('--mac', mac);
+      if (values.json) args.push('--json');
+      return reexecInHost(on, args);
+    }
+    if (!device) throw new UsageError('--device is required (or --on HOST)');
+    if (!address) throw new UsageError('--address is required (or --on HOST)');
+    name ??= DEFAULT_NAME;
+    return serve({ app, port, device, address, gateway, mac: str(values, 'mac'), name, json: values.json === true }, io);
+  },
+};
+
+export interface ServeParams {
+  app: keyof typeof APPS;
+  port: number;
+  device: string;
+  address: string;
+  gateway: string | undefined;
+  mac: string | undefined;
+  name: string;
+  json: boolean;
+}
+
+async function serve(p: ServeParams, io: Io): Promise<number> {
+  if (p.device.startsWith('xdp:')) await mountBpffs().catch(() => false);
+  const stopped = waitForSignal();
+  const stack = await Stack.open({ device: p.device, address: p.address, gateway: p.gateway, mac: p.mac });
+  stack.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
+  let admin: AdminServer | undefined;
+  try {
+    const server = stack.createServer({ allowHalfOpen: true }, APPS[p.app].handler());
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(p.port, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
+    admin = await AdminServer.start({ name: p.name, handlers: stackAdminHandlers(stack, { app: p.app, port: p.port, name: p.name }) });
+    if (p.json) {
+      io.out(JSON.stringify({ event: 'listening', app: p.app, address: stack.address, port: p.port, device: stack.device, name: p.name, admin: admin.path, pid: process.pid }));
+    } else {
+      io.out(`listening on ${stack.address}:${p.port} (device ${stack.device})`);
+    }
+    await stopped;
+    return 0;
+  } finally {
+    await admin?.close().catch(() => {});
+    await stack.close({ timeoutMs: 1000 });
+  }
+}

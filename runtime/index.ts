@@ -1,0 +1,9 @@
+// Public entry point of the capybara runtime.
+export { Stack, type StackOptions, type ConnectOptions, type CloseOptions } from './stack.js';
+export { Server, type ServerOptions, type ListenOptions } from './server.js';
+export { Connection, type ConnectionOptions, type AddressInfo } from './connection.js';
+export * from './errors.js';
+export { setBinding, loadBinding, addonAvailable, addonPath, type Binding, type EngineOptions, type EngineStats, type FlowInfo } from './native.js';
+export { parseDevice, parseCidr, DEFAULT_TUNING, type Tuning, type DeviceUri } from './options.js';
+export { AdminServer, adminRequest, adminSocketPath, stackAdminHandlers } from './admin.js';
+export * as apps from './apps/index.js';

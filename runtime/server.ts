@@ -1,0 +1,164 @@
+// A listening port of the stack, shaped like net.Server: 'listening', 'connection', 'error', 'close'.
+// On the Acceptable edge every queued flow is accepted at once and wrapped in a Connection.
+import { EventEmitter } from 'node:events';
+import { Connection, type AddressInfo, type ConnectionOptions } from './connection.js';
+import { ConfigError, EAGAIN, fromAddonError, fromErrno } from './errors.js';
+import type { FlowOwner, ListenerEvents } from './internal.js';
+
+export interface ServerOptions extends ConnectionOptions {
+  backlog?: number;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+  /** Pause new connections (don't read until a listener resumes them), like net's pauseOnConnect. */
+  pauseOnConnect?: boolean;
+}
+
+export interface ListenOptions {
+  port: number;
+  backlog?: number;
+}
+
+export const DEFAULT_BACKLOG = 511;
+
+export class Server extends EventEmitter implements ListenerEvents {
+  #owner: FlowOwner;
+  #opts: ServerOptions;
+  #listenerId: number | null = null;
+  #port = 0;
+  #connections = new Set<Connection>();
+  #closing = false;
+  #closeEmitted = false;
+
+  /** @internal Use stack.createServer(). */
+  constructor(owner: FlowOwner, opts: ServerOptions = {}, onConnection?: (conn: Connection) => void) {
+    super();
+    this.#owner = owner;
+    this.#opts = { ...opts };
+    if (opts.backlog !== undefined) checkBacklog(opts.backlog);
+    if (onConnection) this.on('connection', onConnection);
+  }
+
+  get listening(): boolean {
+    return this.#listenerId !== null;
+  }
+
+  get connections(): number {
+    return this.#connections.size;
+  }
+
+  listen(port: number | ListenOptions, cb?: () => void): this {
+    const o: ListenOptions = typeof port === 'number' ? { port } : port;
+    if (typeof o?.port !== 'number' || !Number.isInteger(o.port) || o.port < 1 || o.port > 65535) {
+      throw new ConfigError(`port must be an integer in 1..65535 (got ${String(o?.port)})`);
+    }
+    const backlog = o.backlog ?? this.#opts.backlog ?? DEFAULT_BACKLOG;
+    checkBacklog(backlog);
+    this.#owner.assertOpen();
+    if (this.#listenerId !== null) throw new ConfigError('server is already listening');
+    if (cb) this.once('listening', cb);
+    let id: number;
+    try {
+      id = this.#owner.engine.listen(o.port, backlog);
+    } catch (err) {
+      const e = fromAddonError(err, 'listen');
+      process.nextTick(() => this.emit('error', e));
+      return this;
+    }
+    if (id < 0) {
+      const e = fromErrno(id, 'listen', `listen ${errName(id)}: port ${o.port} on ${this.#owner.address}`);
+      process.nextTick(() => this.emit('error', e));
+      return this;
+    }
+    this.#listenerId = id;
+    this.#port = o.port;
+    this.#closing = false;
+    this.#closeEmitted = false;
+    this.#owner.registerListener(id, this);
+    process.nextTick(() => {
+      this.emit('listening');
+      this.onAcceptable(); // connections that completed before the first edge was routed
+    });
+    return this;
+  }
+
+  address(): AddressInfo | null {
+    if (this.#listenerId === null) return null;
+    return { address: this.#owner.address, family: 'IPv4', port: this.#port };
+  }
+
+  /** Stops accepting; 'close' is emitted once every accepted connection has closed (as net does). */
+  close(cb?: (err?: Error) => void): this {
+    if (this.#listenerId === null) {
+      if (cb) process.nextTick(() => cb(Object.assign(new Error('Server is not running.'), { code: 'ERR_SERVER_NOT_RUNNING' })));
+      return this;
+    }
+    if (cb) this.once('close', () => cb());
+    const id = this.#listenerId;
+    this.#listenerId = null;
+    this.#closing = true;
+    this.#owner.unregisterListener(id);
+    try {
+      this.#owner.engine.unlisten(id);
+    } catch {
+      // engine already gone
+    }
+    this.#maybeEmitClose();
+    return this;
+  }
+
+  /** Closes the listener and destroys (RST) every accepted connection still open. */
+  closeAllConnections(): void {
+    for (const c of [...this.#connections]) c.destroy();
+  }
+
+  onAcceptable(): void {
+    const lid = this.#listenerId;
+    if (lid === null) return;
+    for (;;) {
+      let id: number;
+      try {
+        id = this.#owner.engine.accept(lid);
+      } catch (err) {
+        this.emit('error', fromAddonError(err, 'accept'));
+        return;
+      }
+      if (id === -EAGAIN) return;
+      if (id < 0) {
+        this.emit('error', fromErrno(id, 'accept'));
+        return;
+      }
+      this.#adopt(id);
+      if (this.#listenerId !== lid) return; // closed from a 'connection' handler
+    }
+  }
+
+  #adopt(id: number): void {
+    const conn = new Connection(this.#owner, id, { connecting: false }, this.#opts);
+    this.#connections.add(conn);
+    conn.once('close', () => {
+      this.#connections.delete(conn);
+      this.#maybeEmitClose();
+    });
+    if (this.#opts.noDelay) conn.setNoDelay(true);
+    if (this.#opts.keepAlive) conn.setKeepAlive(true, this.#opts.keepAliveInitialDelay ?? 0);
+    if (this.#opts.pauseOnConnect) conn.pause();
+    this.emit('connection', conn);
+  }
+
+  #maybeEmitClose(): void {
+    if (!this.#closing || this.#closeEmitted || this.#connections.size > 0) return;
+    this.#closeEmitted = true;
+    process.nextTick(() => this.emit('close'));
+  }
+}
+
+function checkBacklog(b: unknown): void {
+  if (typeof b !== 'number' || !Number.isInteger(b) || b < 1 || b > 65535) {
+    throw new ConfigError(`backlog must be an integer in 1..65535 (got ${String(b)})`);
+  }
+}
+
+function errName(n: number): string {
+  return fromErrno(n, 'listen').code;
+}
