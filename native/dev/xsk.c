@@ -429,8 +429,8 @@ static int xsk_open(struct cpb_dev **out, const char *spec, char *err, size_t er
   if (!d) return -ENOMEM;
   d->base.ops = &cpb_dev_xsk_ops;
   d->epfd = -1;
-  int queue, rc;
-  uint32_t ip;
+  int queue = -1, rc;
+  uint32_t ip = 0;
   if ((rc = parse_spec(d, spec, &queue, &ip, err, errlen))) goto fail;
   d->ifindex = (int)if_nametoindex(d->ifname);
   if (!d->ifindex) {

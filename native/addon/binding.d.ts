@@ -1,0 +1,64 @@
+// The contract between the N-API addon (native/addon/*.cc) and runtime/. The addon only converts
+// arguments and calls the engine; runtime/ validates options and maps errno values to typed errors.
+// Flow and listener ids are integers < 2^53 (slot index + generation), safe as JS numbers.
+
+export interface EngineOptions {
+  device: string;          // "mem:NAME[?faults]" | "xdp:IFACE[@queue]"
+  address: string;         // dotted IPv4 of the stack
+  prefixLength: number;    // on-link prefix, e.g. 24
+  gateway?: string;        // next hop for off-link destinations
+  mac?: string;            // override the device MAC ("02:00:00:00:00:01"); mem: devices need one
+  maxFlows: number;
+  chunks: number;          // data chunks (2 KiB each) in the shared pool
+  rcvbuf: number;
+  sndbuf: number;
+  mss: number;
+  timestamps: boolean;
+  sack: boolean;
+  cc: 'cubic' | 'newreno';
+  timeWaitMs: number;
+  delackMs: number;
+}
+
+// Event kinds as delivered to the callback (same numbers as enum tcp_event_type in native/tcp/tcp.h).
+export const enum EventType { Acceptable = 1, Connected = 2, Readable = 3, Writable = 4, Closed = 5 }
+
+export interface FlowInfo {
+  id: number; state: string;
+  localAddress: string; localPort: number; remoteAddress: string; remotePort: number;
+  sndUna: number; sndNxt: number; sndWnd: number; rcvNxt: number; rcvWnd: number;
+  sndWscale: number; rcvWscale: number; timestamps: boolean; sack: boolean;
+  nodelay: boolean; keepalive: boolean; mss: number; cwnd: number; ssthresh: number;
+  srttUs: number; rttvarUs: number; rtoUs: number;
+  unackedBytes: number; unsentBytes: number; readableBytes: number;
+  bytesIn: number; bytesOut: number; retransmits: number;
+}
+
+export interface EngineStats {
+  tcp: Record<string, number>;   // fields of struct tcp_stats, camelCase
+  ip: Record<string, number>;    // frames in/out, arp, icmp, fragments dropped, bad checksums, ...
+  dev: Record<string, number>;   // struct cpb_dev_stats
+  arena: { slots: number; slotsUsed: number; chunks: number; chunksUsed: number; slotSize: number; chunkSize: number; bytes: number; hugepages: boolean };
+}
+
+export declare class Engine {
+  // Starts the engine thread. onEvents receives a flat array [type, id, err, type, id, err, ...]
+  // on the JS thread, coalesced. Throws Error with .code ('ENODEV', 'EINVAL', 'EPERM', 'ENOENT', ...) and
+  // a sentence in .message when the device cannot be opened.
+  constructor(opts: EngineOptions, onEvents: (events: number[]) => void);
+  listen(port: number, backlog: number): number;          // listener id, or throws ('EADDRINUSE')
+  unlisten(listenerId: number): void;
+  accept(listenerId: number): number;                     // flow id, or -11 (EAGAIN)
+  connect(host: string, port: number, localPort: number): number; // flow id, or throws
+  send(flowId: number, data: Uint8Array): number;         // bytes taken (>= 0) or -errno
+  recv(flowId: number, max: number): Buffer | number;     // Buffer (length 0 = EOF) or -errno (-11 = EAGAIN)
+  shutdown(flowId: number): number;                       // 0 or -errno
+  close(flowId: number): number;
+  abort(flowId: number): number;
+  setOption(flowId: number, opt: 'nodelay' | 'keepalive' | 'keepidle', value: number): number;
+  flowInfo(flowId: number): FlowInfo | null;
+  flows(): FlowInfo[];
+  stats(): EngineStats;
+  mac(): string;
+  destroy(): void;                                        // stops the thread, closes the device; idempotent
+}

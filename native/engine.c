@@ -1,0 +1,226 @@
+/* Engine thread. Locking: one mutex per engine guards the stack, TCP and the device's TX side; the
+ * engine thread holds it for one burst at a time (microseconds), the application thread for one call.
+ * This replaces DESIGN's lock-free command rings for now: with sends executed directly on the caller's
+ * thread there is no command to queue, and a single lock is easy to prove correct.
+ * Sleeping: after spin_us without work the thread sleeps in ppoll() on the device fd and a wake eventfd
+ * until the next timer; `sleeping`/`sleep_until` are written under the lock so leave() can tell whether
+ * the engine must be woken to honour a new, earlier deadline. */
+#include "engine.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+struct cpb_engine {
+  pthread_t thread;
+  pthread_mutex_t lock;
+  atomic_bool stop;
+  bool thread_started;
+  bool sleeping;
+  cpb_time_t sleep_until;
+  int wake_fd;
+  struct cpb_arena arena;
+  struct cpb_dev *dev;
+  struct cpb_tcp *tcp;
+  cpb_notify_fn notify;
+  void *notify_ctx;
+  uint32_t spin_us;
+  struct cpb_stack stack; /* large (TX buffers): last */
+};
+
+cpb_time_t cpb_clock_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (cpb_time_t)ts.tv_sec * CPB_US_PER_S + (cpb_time_t)ts.tv_nsec / 1000;
+}
+
+void cpb_engine_config_defaults(struct cpb_engine_config *cfg) {
+  memset(cfg, 0, sizeof(*cfg));
+  tcp_config_defaults(&cfg->tcp);
+  cfg->stack.mtu = 1500;
+  cfg->arena.slots = 4096;
+  cfg->arena.chunks = 32768; /* 64 MiB of data */
+  cfg->arena.try_hugepages = true;
+  cfg->spin_us = 50;
+}
+
+static void flush_to_dev(void *ctx, struct cpb_frame *frames, int n) {
+  struct cpb_engine *e = ctx;
+  int sent = e->dev->ops->tx_burst(e->dev, frames, n, e->stack.now);
+  if (sent < n) e->stack.stats.frames_dropped_tx += (uint64_t)(n - sent);
+}
+
+static void wake(struct cpb_engine *e) {
+  uint64_t one = 1;
+  ssize_t r = write(e->wake_fd, &one, sizeof(one));
+  (void)r; /* EAGAIN means a wake is already pending */
+}
+
+static void sleep_until(struct cpb_engine *e, cpb_time_t deadline, cpb_time_t now) {
+  struct pollfd fds[2] = {{.fd = e->wake_fd, .events = POLLIN}, {.fd = e->dev->ops->wait_fd(e->dev), .events = POLLIN}};
+  int nfds = fds[1].fd >= 0 ? 2 : 1;
+  cpb_time_t wait = deadline > now ? deadline - now : 0;
+  if (nfds == 1 && wait > 100) wait = 100; /* no fd to sleep on: nap briefly and poll again */
+  if (wait > CPB_US_PER_S) wait = CPB_US_PER_S;
+  struct timespec ts = {.tv_sec = (time_t)(wait / CPB_US_PER_S), .tv_nsec = (long)(wait % CPB_US_PER_S) * 1000};
+  if (ppoll(fds, (nfds_t)nfds, &ts, NULL) > 0 && (fds[0].revents & POLLIN)) {
+    uint64_t v;
+    ssize_t r = read(e->wake_fd, &v, sizeof(v));
+    (void)r;
+  }
+}
+
+static void *engine_main(void *arg) {
+  struct cpb_engine *e = arg;
+  struct cpb_frame rx[CPB_BURST];
+  cpb_time_t last_work = cpb_clock_now();
+  while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
+    pthread_mutex_lock(&e->lock);
+    e->sleeping = false;
+    cpb_time_t now = cpb_clock_now();
+    e->stack.now = now;
+    int n = e->dev->ops->rx_burst(e->dev, rx, CPB_BURST, now);
+    for (int i = 0; i < n; i++) cpb_stack_input(&e->stack, rx[i].data, rx[i].len, now);
+    if (n > 0) {
+      e->dev->ops->rx_release(e->dev, rx, n);
+      last_work = now;
+    }
+    cpb_time_t next = cpb_stack_poll(&e->stack, now);
+    cpb_time_t dev_next = e->dev->ops->next_deadline(e->dev);
+    if (dev_next < next) next = dev_next;
+    bool events = tcp_has_events(e->tcp);
+    bool idle = n == 0 && now - last_work >= e->spin_us;
+    if (idle) {
+      e->sleeping = true;
+      e->sleep_until = next;
+    }
+    pthread_mutex_unlock(&e->lock);
+    if (events) e->notify(e->notify_ctx);
+    if (idle) {
+      sleep_until(e, next, now);
+      last_work = cpb_clock_now(); /* spin again briefly after every wake-up: replies tend to follow */
+    }
+  }
+  return NULL;
+}
+
+cpb_time_t cpb_engine_enter(struct cpb_engine *e) {
+  pthread_mutex_lock(&e->lock);
+  cpb_time_t now = cpb_clock_now();
+  e->stack.now = now;
+  return now;
+}
+
+void cpb_engine_leave(struct cpb_engine *e) {
+  cpb_stack_flush(&e->stack);
+  bool must_wake = false;
+  if (e->sleeping) {
+    /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO). */
+    cpb_time_t next = cpb_stack_poll(&e->stack, e->stack.now);
+    if (next < e->sleep_until) {
+      must_wake = true;
+      e->sleep_until = next;
+    }
+  }
+  bool events = tcp_has_events(e->tcp);
+  pthread_mutex_unlock(&e->lock);
+  if (must_wake) wake(e);
+  if (events) e->notify(e->notify_ctx);
+}
+
+struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e) { return e->tcp; }
+struct cpb_stack *cpb_engine_stack(struct cpb_engine *e) { return &e->stack; }
+struct cpb_arena *cpb_engine_arena(struct cpb_engine *e) { return &e->arena; }
+struct cpb_dev *cpb_engine_dev(struct cpb_engine *e) { return e->dev; }
+
+/* The XDP program steers by the stack's address, which the user already gave as the stack's address:
+ * add it to xdp: URIs here rather than making every caller repeat it. */
+static void device_uri(const struct cpb_engine_config *cfg, char *out, size_t len) {
+  snprintf(out, len, "%s", cfg->device);
+  if (strncmp(cfg->device, "xdp:", 4) != 0 || strstr(cfg->device, "ip=")) return;
+  cpb_ip4_t ip = cfg->stack.ip;
+  snprintf(out, len, "%s%c" "ip=%u.%u.%u.%u", cfg->device, strchr(cfg->device, '?') ? '&' : '?', ip >> 24,
+           (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+}
+
+static void teardown(struct cpb_engine *e) {
+  if (e->tcp) {
+    tcp_fini(e->tcp);
+    free(e->tcp);
+  }
+  if (e->dev) e->dev->ops->close(e->dev);
+  if (e->arena.base) cpb_arena_destroy(&e->arena);
+  if (e->wake_fd >= 0) close(e->wake_fd);
+  pthread_mutex_destroy(&e->lock);
+  free(e);
+}
+
+int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cfg, cpb_notify_fn notify,
+                     void *notify_ctx, char *err, size_t errlen) {
+  *out = NULL;
+  struct cpb_engine *e = calloc(1, sizeof(*e));
+  if (!e) return -ENOMEM;
+  pthread_mutex_init(&e->lock, NULL);
+  e->notify = notify;
+  e->notify_ctx = notify_ctx;
+  e->spin_us = cfg->spin_us;
+  e->arena.fd = -1;
+  e->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  int rc = e->wake_fd < 0 ? -errno : 0;
+  if (rc == 0) {
+    char uri[sizeof(cfg->device) + 32];
+    device_uri(cfg, uri, sizeof(uri));
+    rc = cpb_dev_open(&e->dev, uri, err, errlen);
+    if (rc != 0) e->dev = NULL;
+  }
+  if (rc == 0) {
+    rc = cpb_arena_create(&e->arena, &cfg->arena);
+    if (rc != 0) {
+      e->arena.base = NULL;
+      snprintf(err, errlen, "cannot create the arena (%u slots, %u chunks): %s", cfg->arena.slots,
+               cfg->arena.chunks, strerror(-rc));
+    }
+  }
+  if (rc == 0) {
+    struct cpb_stack_config sc = cfg->stack;
+    static const uint8_t zero[6];
+    if (memcmp(sc.mac, zero, 6) == 0) e->dev->ops->get_mac(e->dev, sc.mac);
+    cpb_stack_init(&e->stack, &sc, flush_to_dev, e);
+    struct tcp_config tc = cfg->tcp;
+    tc.local_ip = sc.ip;
+    if (tc.max_flows > cfg->arena.slots) tc.max_flows = cfg->arena.slots;
+    e->tcp = calloc(1, tcp_sizeof());
+    rc = e->tcp ? tcp_init(e->tcp, &e->arena, &tc, &e->stack.ipout) : -ENOMEM;
+    if (rc != 0) {
+      free(e->tcp);
+      e->tcp = NULL;
+      snprintf(err, errlen, "invalid TCP configuration: %s", strerror(-rc));
+    }
+  }
+  if (rc == 0) {
+    cpb_stack_attach_tcp(&e->stack, e->tcp);
+    cpb_stack_announce(&e->stack, cpb_clock_now());
+    rc = -pthread_create(&e->thread, NULL, engine_main, e);
+    if (rc != 0) snprintf(err, errlen, "cannot start the engine thread: %s", strerror(-rc));
+  }
+  if (rc != 0) {
+    teardown(e);
+    return rc;
+  }
+  e->thread_started = true;
+  *out = e;
+  return 0;
+}
+
+void cpb_engine_stop(struct cpb_engine *e) {
+  if (!e) return;
+  atomic_store_explicit(&e->stop, true, memory_order_release);
+  wake(e);
+  if (e->thread_started) pthread_join(e->thread, NULL);
+  teardown(e);
+}

@@ -1,0 +1,42 @@
+/* The engine: one thread per device that runs RX burst → stack → TCP → TX burst to completion, runs
+ * timers, and sleeps on the device's fd when there is nothing to do. The application thread (JS) calls
+ * into TCP directly under the engine lock (cpb_engine_enter/leave): a send goes out on the caller's
+ * thread with no hand-off, and leave() wakes the engine only when a timer it armed is earlier than the
+ * engine's planned wake-up. Events for the application are announced through the notify callback
+ * (uv_async_send in the addon), which coalesces. */
+#ifndef CPB_ENGINE_H
+#define CPB_ENGINE_H
+#include "arena.h"
+#include "dev/dev.h"
+#include "stack.h"
+#include "tcp/tcp.h"
+
+struct cpb_engine_config {
+  char device[256];
+  struct cpb_stack_config stack; /* mac all-zero: take the device's */
+  struct tcp_config tcp;         /* local_ip is set from stack.ip */
+  struct cpb_arena_config arena;
+  uint32_t spin_us;              /* busy-poll this long after the last activity before sleeping */
+};
+
+typedef void (*cpb_notify_fn)(void *ctx);
+struct cpb_engine;
+
+cpb_time_t cpb_clock_now(void);
+void cpb_engine_config_defaults(struct cpb_engine_config *cfg);
+/* Opens the device, builds arena + stack + TCP and starts the thread. On failure returns -errno and a
+ * sentence in err. */
+int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cfg, cpb_notify_fn notify,
+                     void *notify_ctx, char *err, size_t errlen);
+/* Stops and joins the thread, closes the device, frees everything. */
+void cpb_engine_stop(struct cpb_engine *e);
+
+/* Application-side access: enter() locks and returns `now`; leave() flushes TX, reschedules the engine
+ * when needed and announces pending events. */
+cpb_time_t cpb_engine_enter(struct cpb_engine *e);
+void cpb_engine_leave(struct cpb_engine *e);
+struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e);
+struct cpb_stack *cpb_engine_stack(struct cpb_engine *e);
+struct cpb_arena *cpb_engine_arena(struct cpb_engine *e);
+struct cpb_dev *cpb_engine_dev(struct cpb_engine *e);
+#endif

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The README's test command (npm test): bootstrap, then the C suites under ASan+UBSan, then the node:test
+# suites (unit, interop against real kernel clients in network namespaces, mem: wire). Prints each
+# runner's totals; exits non-zero when anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh || exit 1
+
+if [ "$(id -u)" -eq 0 ] && ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || true
+fi
+
+status=0
+echo "== C tests (ASan+UBSan)"
+make -s -C test/c check || status=1
+
+echo "== node tests"
+files=$(find dist/test -name '*.test.js' | sort)
+# shellcheck disable=SC2086
+node --test --test-concurrency=1 --test-reporter=spec $files || status=1
+exit $status
