@@ -1,0 +1,128 @@
+/* The TCP module's public face: configuration, the socket-like API the engine calls on behalf of
+ * applications, segment input, timers, events and statistics.
+ *
+ * Everything is single-threaded (the engine thread, or a test) and driven by explicit `now`. TCBs live
+ * in arena slots; flows and listeners are named by 64-bit ids (slot index + generation) so a stale id
+ * from JS can never reach a reused slot. Nothing here allocates after tcp_init. */
+#ifndef CPB_TCP_H
+#define CPB_TCP_H
+#include "../arena.h"
+#include "../common.h"
+#include "../ipout.h"
+
+enum tcp_cc_algo { TCP_CC_CUBIC = 0, TCP_CC_NEWRENO = 1 };
+
+struct tcp_config {
+  cpb_ip4_t local_ip;        /* source address for active opens */
+  uint32_t max_flows;        /* <= arena slots */
+  uint32_t max_listeners;
+  uint32_t default_backlog;
+  uint32_t rcvbuf;           /* bytes of receive buffer per flow: bounds the advertised window */
+  uint32_t sndbuf;           /* bytes of send buffer per flow: tcp_send returns -EAGAIN beyond it */
+  uint16_t mss;              /* our MSS to advertise (MTU - 40) */
+  uint8_t wscale;            /* our window scale shift (0..14) */
+  bool timestamps;           /* offer RFC 7323 timestamps */
+  bool sack;                 /* offer SACK-permitted */
+  enum tcp_cc_algo cc;
+  uint32_t rto_initial_us;   /* RFC 6298: 1 s */
+  uint32_t rto_min_us;       /* Linux uses 200 ms */
+  uint32_t rto_max_us;       /* 60..120 s */
+  uint32_t delack_us;        /* delayed-ACK timeout */
+  uint32_t time_wait_us;     /* 2*MSL */
+  uint32_t fin_wait2_us;     /* orphaned FIN_WAIT_2 timeout */
+  uint32_t keepalive_idle_us;
+  uint32_t keepalive_intvl_us;
+  uint32_t keepalive_probes;
+  uint32_t syn_retries;      /* active open attempts before ETIMEDOUT */
+  uint32_t max_retries;      /* data retransmissions before ETIMEDOUT */
+  uint16_t ephemeral_lo, ephemeral_hi;
+  uint8_t iss_secret[16];    /* RFC 6528 keyed ISS; tests pass a fixed value */
+  uint32_t challenge_ack_limit; /* RFC 5961 §7 per second */
+};
+
+/* Fills defaults (Linux-like timers, CUBIC, timestamps + SACK on, 256 KiB buffers, MSS 1460, wscale 7). */
+void tcp_config_defaults(struct tcp_config *cfg);
+
+enum tcp_state {
+  TCP_CLOSED = 0, TCP_LISTEN, TCP_SYN_SENT, TCP_SYN_RECEIVED, TCP_ESTABLISHED, TCP_FIN_WAIT_1,
+  TCP_FIN_WAIT_2, TCP_CLOSE_WAIT, TCP_CLOSING, TCP_LAST_ACK, TCP_TIME_WAIT,
+};
+const char *tcp_state_name(enum tcp_state s);
+
+/* Events are edge notifications, coalesced per flow: after one, call recv/send/accept until -EAGAIN. */
+enum tcp_event_type {
+  TCP_EV_ACCEPTABLE = 1, /* id = listener: tcp_accept will return a flow */
+  TCP_EV_CONNECTED,      /* active open completed */
+  TCP_EV_READABLE,       /* data (or EOF) can be read */
+  TCP_EV_WRITABLE,       /* send buffer has room again after -EAGAIN */
+  TCP_EV_CLOSED,         /* the flow is gone for the app: err = 0 (orderly), -ECONNRESET, -ETIMEDOUT,
+                            -ECONNREFUSED; the app must still call tcp_close to free its handle */
+};
+struct tcp_event {
+  enum tcp_event_type type;
+  uint64_t id;
+  int32_t err;
+};
+
+enum tcp_sockopt { TCP_OPT_NODELAY = 1, TCP_OPT_KEEPALIVE, TCP_OPT_KEEPIDLE_MS };
+
+struct tcp_flow_info {
+  uint64_t id;
+  enum tcp_state state;
+  cpb_ip4_t local_ip, remote_ip;
+  uint16_t local_port, remote_port;
+  uint32_t snd_una, snd_nxt, snd_wnd, rcv_nxt, rcv_wnd;
+  uint8_t snd_wscale, rcv_wscale;
+  bool ts_ok, sack_ok, nodelay, keepalive;
+  uint16_t mss;
+  uint32_t cwnd, ssthresh;
+  uint32_t srtt_us, rttvar_us, rto_us;
+  uint32_t unacked_bytes, unsent_bytes, readable_bytes;
+  uint64_t bytes_in, bytes_out, retransmits;
+};
+
+struct tcp_stats {
+  uint64_t segs_in, segs_out, bytes_in, bytes_out;
+  uint64_t bad_segments, bad_checksums, no_listener_rsts, rsts_sent, rsts_received;
+  uint64_t active_opens, passive_opens, established, backlog_drops, flow_limit_drops;
+  uint64_t retransmits, rto_timeouts, fast_retransmits, sack_recoveries, dup_acks;
+  uint64_t ooo_segments, dup_segments, out_of_window, paws_drops, challenge_acks;
+  uint64_t zero_window_probes, keepalive_probes, delayed_acks, timeouts;
+  uint64_t chunk_exhausted;
+  uint32_t flows_current, listeners_current;
+};
+
+struct cpb_tcp; /* opaque; size from tcp_sizeof() so the engine can embed it */
+size_t tcp_sizeof(void);
+
+/* Returns 0, -EINVAL (bad config), -ENOMEM (tables). Allocation happens here and never again. */
+int tcp_init(struct cpb_tcp *t, struct cpb_arena *arena, const struct tcp_config *cfg, const struct cpb_ipout *out);
+void tcp_fini(struct cpb_tcp *t);
+
+/* A segment addressed to us (IP layer checked the address; checksum not yet verified). */
+void tcp_input(struct cpb_tcp *t, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len, cpb_time_t now);
+/* Runs due timers and pending output; returns the next deadline (UINT64_MAX when none). */
+cpb_time_t tcp_poll(struct cpb_tcp *t, cpb_time_t now);
+/* True when tcp_next_event has something: lets the engine wake the app thread only when needed. */
+bool tcp_has_events(const struct cpb_tcp *t);
+/* Pops one pending event; false when none. */
+bool tcp_next_event(struct cpb_tcp *t, struct tcp_event *ev);
+
+int tcp_listen(struct cpb_tcp *t, uint16_t port, uint32_t backlog, uint64_t *listener_id); /* -EADDRINUSE */
+int tcp_unlisten(struct cpb_tcp *t, uint64_t listener_id, cpb_time_t now); /* unaccepted flows are reset */
+int tcp_accept(struct cpb_tcp *t, uint64_t listener_id, uint64_t *flow_id);   /* -EAGAIN */
+int tcp_connect(struct cpb_tcp *t, cpb_ip4_t dst, uint16_t dport, uint16_t sport, cpb_time_t now, uint64_t *flow_id);
+/* Returns bytes taken (may be fewer than len), -EAGAIN when the send buffer is full, -EPIPE after
+ * shutdown, -ENOTCONN before the handshake, -ECONNRESET/-ETIMEDOUT after failure, -ENOENT bad id. */
+long tcp_send(struct cpb_tcp *t, uint64_t flow_id, const void *data, size_t len, cpb_time_t now);
+/* Returns bytes read, 0 at end of stream, -EAGAIN when nothing is buffered, or an error as above. */
+long tcp_recv(struct cpb_tcp *t, uint64_t flow_id, void *buf, size_t len, cpb_time_t now);
+int tcp_shutdown(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now); /* send FIN after queued data */
+int tcp_close(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* release handle; graceful */
+int tcp_abort(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* RST, release handle */
+int tcp_setopt(struct cpb_tcp *t, uint64_t flow_id, enum tcp_sockopt opt, uint32_t val);
+int tcp_flow_info(struct cpb_tcp *t, uint64_t flow_id, struct tcp_flow_info *out);
+/* Calls fn for every live flow (including orphans in TIME_WAIT etc.). */
+void tcp_foreach_flow(struct cpb_tcp *t, void (*fn)(void *ctx, const struct tcp_flow_info *fi), void *ctx);
+void tcp_get_stats(const struct cpb_tcp *t, struct tcp_stats *out);
+#endif
