@@ -45,13 +45,14 @@ let registry: Command[] | null = null;
 
 async function commands(): Promise<Command[]> {
   if (registry) return registry;
-  const [{ testbedCommand }, { serveCommand }, { ctlCommand }, { demoCommand }] = await Promise.all([
+  const [{ testbedCommand }, { serveCommand }, { ctlCommand }, { demoCommand }, { benchCommand }] = await Promise.all([
     import('./commands/testbed.js'),
     import('./commands/serve.js'),
     import('./commands/ctl.js'),
     import('./commands/demo.js'),
+    import('./commands/bench.js'),
   ]);
-  registry = [demoCommand, testbedCommand, serveCommand, ctlCommand];
+  registry = [demoCommand, testbedCommand, serveCommand, ctlCommand, benchCommand];
   return registry;
 }
 

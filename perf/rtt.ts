@@ -1,0 +1,120 @@
+// rtt: TCP ping-pong latency measured by sockperf from the testbed's client namespace, against
+//   capybara  `capybara serve sockperf --on hostA` (the stack on xdp:a0, 10.77.1.10)
+//   kernel    `sockperf server --tcp` in hostA on the kernel's address (10.77.1.2): C on Linux TCP
+//   node      the same sockperf responder app capybara runs, over Node `net` on the kernel's address
+// One target runs at a time (its server started, measured for every message size, stopped), so the
+// others neither share the CPU nor leave an XDP program on the interface.
+//
+// sockperf only counts replies whose header has the client bit cleared, so a plain echo is not enough:
+// both Node-side servers run runtime/apps/sockperf.ts, a responder that echoes with that bit cleared.
+import type { BenchContext } from './context.js';
+import { fmt, fmtRatio, markdownTable, parseSockperf, ratio, type SockperfLatency } from './format.js';
+import { kernelListening, runTool, withServer, type ServerSpec } from './proc.js';
+
+export const RTT_TARGETS = ['capybara', 'kernel', 'node'] as const;
+export type RttTarget = (typeof RTT_TARGETS)[number];
+
+const PORTS: Record<RttTarget, number> = { capybara: 7007, kernel: 7008, node: 7009 };
+
+interface RttRun {
+  target: RttTarget;
+  messageSize: number;
+  ip: string;
+  port: number;
+  latency: SockperfLatency;
+  command: string;
+}
+
+function serverSpec(ctx: BenchContext, target: RttTarget): ServerSpec {
+  const host = ctx.plan.hosts.hostA;
+  switch (target) {
+    case 'capybara':
+      return {
+        name: 'capybara',
+        cmd: process.execPath,
+        args: [ctx.cli, 'serve', 'sockperf', '--on', 'hostA', '--port', String(PORTS.capybara), '--name', 'bench-rtt'],
+        readyLine: /listening on/,
+        readyTimeoutMs: 30_000,
+      };
+    case 'kernel':
+      return {
+        name: 'kernel',
+        cmd: 'ip',
+        args: ['netns', 'exec', host.ns, 'sockperf', 'server', '--tcp', '-i', host.kernelIp, '-p', String(PORTS.kernel)],
+        probe: kernelListening(host.ns, PORTS.kernel),
+      };
+    case 'node':
+      return {
+        name: 'node',
+        cmd: 'ip',
+        args: ['netns', 'exec', host.ns, process.execPath, ctx.script('kernel-servers'), 'sockperf', host.kernelIp, String(PORTS.node)],
+        readyLine: /listening on/,
+      };
+  }
+}
+
+function targetIp(ctx: BenchContext, target: RttTarget): string {
+  const h = ctx.plan.hosts.hostA;
+  return target === 'capybara' ? h.ip : h.kernelIp;
+}
+
+export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: Record<string, unknown> }> {
+  const seconds = ctx.quick ? 3 : 10;
+  const sizes = [64, 1024];
+  await ctx.testbed();
+  const runs: RttRun[] = [];
+  const targets = ctx.pick(RTT_TARGETS);
+  for (const target of targets) {
+    const ip = targetIp(ctx, target);
+    const port = PORTS[target];
+    await withServer(serverSpec(ctx, target), async () => {
+      for (const size of sizes) {
+        const args = ['netns', 'exec', ctx.plan.client.ns, 'sockperf', 'ping-pong', '--tcp', '-i', ip, '-p', String(port), '-m', String(size), '-t', String(seconds), '--full-rtt'];
+        ctx.log(`rtt: ${target} ${size} B for ${seconds} s`);
+        const r = await runTool(`sockperf against ${target}`, 'ip', args, (seconds + 30) * 1000);
+        runs.push({ target, messageSize: size, ip, port, latency: parseSockperf(`${r.stdout}\n${r.stderr}`), command: `ip ${args.join(' ')}` });
+      }
+    });
+  }
+
+  const get = (t: RttTarget, size: number) => runs.find((r) => r.target === t && r.messageSize === size)?.latency;
+  const keys = ['p50Us', 'p90Us', 'p99Us', 'p999Us', 'maxUs'] as const;
+  const ratios: Record<string, Record<string, { vsKernel: number | null; vsNode: number | null }>> = {};
+  for (const size of sizes) {
+    const c = get('capybara', size);
+    const k = get('kernel', size);
+    const n = get('node', size);
+    const row: Record<string, { vsKernel: number | null; vsNode: number | null }> = {};
+    for (const key of keys) row[key] = { vsKernel: ratio(c?.[key], k?.[key]), vsNode: ratio(c?.[key], n?.[key]) };
+    ratios[`${size}`] = row;
+  }
+
+  const rows: (string | number)[][] = [];
+  for (const size of sizes) {
+    for (const t of targets) {
+      const l = get(t, size)!;
+      rows.push([`${size} B`, t, fmt(l.p50Us), fmt(l.p90Us), fmt(l.p99Us), fmt(l.p999Us), fmt(l.maxUs), l.observations]);
+    }
+    for (const [vs, label] of [['vsKernel', 'capybara / kernel'], ['vsNode', 'capybara / node']] as const) {
+      rows.push([`${size} B`, `**${label}**`, ...keys.map((k) => fmtRatio(ratios[`${size}`]![k]![vs])), '']);
+    }
+  }
+  const h = ctx.plan.hosts.hostA;
+  const summary = [
+    '# rtt: TCP ping-pong round trip (µs, lower is better)',
+    '',
+    `sockperf ping-pong --tcp --full-rtt, ${seconds} s per run, from netns \`${ctx.plan.client.ns}\` (${ctx.plan.client.ip}) through the \`lb\` router to hostA.`,
+    `capybara: \`capybara serve sockperf\` on ${h.device} (${h.ip}); kernel: \`sockperf server --tcp\` on ${h.kernelIp};`,
+    `node: the same sockperf responder app over Node \`net\` on ${h.kernelIp}. One server runs at a time.`,
+    '',
+    markdownTable(['msg', 'server', 'p50', 'p90', 'p99', 'p99.9', 'max', 'samples'], rows),
+    '',
+    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster.',
+  ].join('\n');
+  const result = {
+    config: { targets, seconds, messageSizes: sizes, ports: PORTS, client: ctx.plan.client.ip, tool: 'sockperf ping-pong --tcp --full-rtt' },
+    runs,
+    ratios,
+  };
+  return { dir: ctx.write('rtt', result, summary), result };
+}
