@@ -23,6 +23,7 @@ struct cpb_engine {
   bool thread_started;
   bool sleeping;
   cpb_time_t sleep_until;
+  cpb_time_t last_app; /* last application call: replies follow requests, keep spinning for them */
   int wake_fd;
   struct cpb_arena arena;
   struct cpb_dev *dev;
@@ -94,6 +95,7 @@ static void *engine_main(void *arg) {
     cpb_time_t dev_next = e->dev->ops->next_deadline(e->dev);
     if (dev_next < next) next = dev_next;
     bool events = tcp_has_events(e->tcp);
+    if (e->last_app > last_work) last_work = e->last_app;
     bool idle = n == 0 && now - last_work >= e->spin_us;
     if (idle) {
       e->sleeping = true;
@@ -118,6 +120,7 @@ cpb_time_t cpb_engine_enter(struct cpb_engine *e) {
 
 void cpb_engine_leave(struct cpb_engine *e) {
   cpb_stack_flush(&e->stack);
+  e->last_app = e->stack.now;
   bool must_wake = false;
   if (e->sleeping) {
     /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO). */

@@ -10,11 +10,19 @@ function capture(): Io & { stdout: string; stderr: string } {
 }
 
 describe('capybara CLI', () => {
-  it('top-level help lists the commands (bench not until it exists)', () => {
+  it('bench names its suites and refuses unknown ones with exit 2', () => {
+    const h = cli(['bench', '--help']);
+    assert.equal(h.status, 0);
+    for (const s of ['rtt', 'bulk', 'idle']) assert.match(h.stdout, new RegExp(`^  ${s}\\s`, 'm'));
+    const bad = cli(['bench', 'warp-speed']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /unknown suite "warp-speed"/);
+  });
+
+  it('top-level help lists the commands', () => {
     const r = cli(['--help']);
     assert.equal(r.status, 0);
-    for (const c of ['demo', 'testbed', 'serve', 'ctl']) assert.match(r.stdout, new RegExp(`^  ${c}\\s`, 'm'));
-    assert.doesNotMatch(r.stdout, /bench/);
+    for (const c of ['demo', 'testbed', 'serve', 'ctl', 'bench']) assert.match(r.stdout, new RegExp(`^  ${c}\\s`, 'm'));
     const none = cli([]);
     assert.equal(none.status, 2);
     assert.match(none.stderr, /Usage: capybara <command>/);
