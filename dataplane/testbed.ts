@@ -52,7 +52,7 @@ export function isHostName(s: string): s is HostName {
 export interface TestbedStatus {
   vip: string;
   client: { ns: string; ip: string; iface: string; gateway: string };
-  lb: { ns: string; ips: string[] };
+  lb: { ns: string; ips: string[]; balancer?: 'routing' | 'xdp' }; // balancer: see up({ lb })
   hosts: Record<HostName, { ns: string; ip: string; iface: string; device: string; gateway: string; kernelIp: string; address: string }>;
   up: boolean;
   namespaces: Record<string, boolean>;
@@ -104,6 +104,8 @@ export async function status(): Promise<TestbedStatus> {
     for (const h of Object.values(PLAN.hosts)) checks.push(ifaceHas(h.ns, h.iface, `${h.kernelIp}/${h.prefixLength}`));
     up = (await Promise.all(checks)).every(Boolean);
   }
+  // Cheap and without spawning: the pinned link of `up --lb xdp` (dataplane/lb-testbed.ts).
+  const balancer = up && existsSync('/run/capybara/bpf/lb/link') ? 'xdp' : 'routing';
   const hosts = {} as TestbedStatus['hosts'];
   for (const [name, h] of Object.entries(PLAN.hosts) as [HostName, HostPlan][]) {
     hosts[name] = { ns: h.ns, ip: h.ip, iface: h.iface, device: h.device, gateway: h.gateway, kernelIp: h.kernelIp, address: `${h.ip}/${h.prefixLength}` };
@@ -111,7 +113,7 @@ export async function status(): Promise<TestbedStatus> {
   return {
     vip: PLAN.vip,
     client: { ns: PLAN.client.ns, ip: PLAN.client.ip, iface: PLAN.client.iface, gateway: PLAN.client.gateway },
-    lb: { ns: PLAN.lb.ns, ips: Object.values(PLAN.lb.ifaces).map((c) => c.split('/')[0]!) },
+    lb: { ns: PLAN.lb.ns, ips: Object.values(PLAN.lb.ifaces).map((c) => c.split('/')[0]!), balancer },
     hosts,
     up,
     namespaces,
@@ -138,11 +140,25 @@ async function vethPair(nsA: string, a: string, nsB: string, b: string): Promise
   await runOk('ip', ['link', 'add', 'name', a, 'netns', nsA, 'type', 'veth', 'peer', 'name', b, 'netns', nsB], { timeoutMs: 10000 });
 }
 
+export interface UpOptions {
+  /** 'xdp': the XDP load balancer steers the VIP in lb (dataplane/lb-testbed.ts); default plain routing. */
+  lb?: 'routing' | 'xdp';
+}
+
 /**
  * Builds the testbed. Idempotent: a complete testbed is left as it is; a partial one (a crash half-way,
- * a namespace deleted by hand) is torn down and rebuilt.
+ * a namespace deleted by hand) is torn down and rebuilt. With { lb: 'xdp' } the load balancer is
+ * attached too (or its backends refreshed when it is there already).
  */
-export async function up(): Promise<TestbedStatus> {
+export async function up(opts: UpOptions = {}): Promise<TestbedStatus> {
+  const s = await upRouting();
+  if (opts.lb !== 'xdp') return s;
+  const { attachTestbedLb } = await import('./lb-testbed.js');
+  await attachTestbedLb();
+  return status();
+}
+
+async function upRouting(): Promise<TestbedStatus> {
   await checkNetnsSupport();
   const before = await status();
   if (before.up) return before;
@@ -221,6 +237,11 @@ function alive(pid: number): boolean {
 /** Removes the namespaces (and with them their veths), stopping processes still running inside. */
 export async function down(): Promise<TestbedStatus> {
   await checkNetnsSupport();
+  if (existsSync('/run/capybara/bpf/lb')) {
+    // The load balancer's pins would outlive its namespace: remove them (best effort).
+    const { detachTestbedLb } = await import('./lb-testbed.js');
+    await detachTestbedLb().catch(() => {});
+  }
   const present = await listNamespaces();
   for (const n of NAMESPACES) {
     if (!present.has(n)) continue;
