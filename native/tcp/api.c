@@ -34,6 +34,7 @@ void tcp_config_defaults(struct tcp_config *c) {
   c->ephemeral_lo = 32768;
   c->ephemeral_hi = 60999;
   c->challenge_ack_limit = 1000;
+  c->hold_segs = 256;
 }
 
 size_t tcp_sizeof(void) { return sizeof(struct cpb_tcp); }
@@ -57,7 +58,7 @@ int tcp_init(struct cpb_tcp *t, struct cpb_arena *arena, const struct tcp_config
   t->live = calloc(t->nslots, 1);
   t->heap = malloc(sizeof(uint32_t) * t->nslots);
   t->lis = calloc(cfg->max_listeners, sizeof(struct tcp_listener));
-  if (!t->gen || !t->live || !t->heap || !t->lis || flowtab_init(t, cfg->max_flows) != 0) {
+  if (!t->gen || !t->live || !t->heap || !t->lis || flowtab_init(t, cfg->max_flows) != 0 || hold_init(t) != 0) {
     tcp_fini(t);
     return -ENOMEM;
   }
@@ -86,6 +87,7 @@ void tcp_fini(struct cpb_tcp *t) {
   free(t->heap);
   free(t->lis);
   free(t->ftab);
+  hold_fini(t);
   t->gen = NULL;
   t->live = NULL;
   t->heap = NULL;
@@ -106,6 +108,7 @@ long tcp_send(struct cpb_tcp *t, uint64_t flow_id, const void *data, size_t len,
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
   t->now = now;
+  if (tcb_frozen(b)) return -EAGAIN;
   if (b->err) return b->err;
   if (b->state == TCP_SYN_SENT || b->state == TCP_SYN_RECEIVED) return -ENOTCONN;
   if ((b->flags & TF_FIN_QUEUED) || (b->state != TCP_ESTABLISHED && b->state != TCP_CLOSE_WAIT)) return -EPIPE;
@@ -133,6 +136,7 @@ long tcp_recv(struct cpb_tcp *t, uint64_t flow_id, void *buf, size_t len, cpb_ti
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
   t->now = now;
+  if (tcb_frozen(b)) return -EAGAIN;
   if (b->rcvq.len > 0 && len > 0) {
     uint32_t n = (uint32_t)CPB_MIN(len, (size_t)b->rcvq.len);
     chunkq_peek(t->arena, &b->rcvq, 0, buf, n);
@@ -158,6 +162,7 @@ int tcp_shutdown(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now) {
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
   t->now = now;
+  if (tcb_frozen(b)) return -EBUSY;
   if (b->state == TCP_CLOSED) return b->err ? b->err : -ENOTCONN;
   queue_fin(t, b);
   return 0;
@@ -167,6 +172,7 @@ int tcp_close(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now) {
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
   t->now = now;
+  if (tcb_frozen(b)) return -EBUSY; /* being migrated: tcp_unfreeze or tcp_release first */
   b->flags &= ~(TF_APP | TF_WANT_WRITABLE);
   ev_cancel(t, b);
   switch (b->state) {
@@ -195,6 +201,11 @@ int tcp_abort(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now) {
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
   t->now = now;
+  if (tcb_frozen(b)) {
+    /* Abandoning a migration: what was held is dropped, the timers are cleared by the close below. */
+    hold_drop_all(t, b);
+    b->flags &= ~TF_FROZEN;
+  }
   b->flags &= ~(TF_APP | TF_WANT_WRITABLE);
   ev_cancel(t, b);
   if (b->state != TCP_CLOSED && b->state != TCP_SYN_SENT && b->state != TCP_TIME_WAIT)
@@ -207,6 +218,7 @@ int tcp_abort(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now) {
 int tcp_setopt(struct cpb_tcp *t, uint64_t flow_id, enum tcp_sockopt opt, uint32_t val) {
   struct tcb *b = flow_by_id(t, flow_id);
   if (!b) return -ENOENT;
+  if (tcb_frozen(b)) return -EBUSY;
   switch (opt) {
     case TCP_OPT_NODELAY:
       if (val) b->flags |= TF_NODELAY;

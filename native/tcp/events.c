@@ -1,7 +1,8 @@
 /* Application events, coalesced per flow: each TCB (and listener) has a mask of pending event types and
  * sits at most once in an intrusive FIFO threaded through the slots, so the queue can never overflow
- * and a busy flow cannot flood it. Popping takes the oldest entry's lowest pending type (CONNECTED
- * before READABLE before WRITABLE before CLOSED) and keeps the entry at the head while more remain.
+ * and a busy flow cannot flood it. Popping takes the oldest entry's lowest pending type (but ADOPTED
+ * first, then CONNECTED before READABLE before WRITABLE before CLOSED) and keeps the entry at the head
+ * while more remain.
  * FIFO entries are slot indices; listeners are marked with TCP_EV_LISTENER_BIT. */
 #include "tcb.h"
 
@@ -98,7 +99,8 @@ bool tcp_next_event(struct cpb_tcp *t, struct tcp_event *ev) {
       else tcb_at(t, e)->flags &= ~TF_EV_QUEUED;
       continue;
     }
-    int type = __builtin_ctz(*mask);
+    /* An adopted flow is announced before anything else about it, so the app knows the id first. */
+    int type = (*mask & (1u << TCP_EV_ADOPTED)) ? TCP_EV_ADOPTED : __builtin_ctz(*mask);
     *mask &= (uint8_t)~(1u << type);
     ev->type = (enum tcp_event_type)type;
     ev->id = id;

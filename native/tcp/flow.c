@@ -27,6 +27,7 @@ struct tcb *flow_alloc(struct cpb_tcp *t) {
   b->gen = t->gen[idx];
   b->listener = 0;
   b->acc_next = b->acc_prev = b->ev_next = b->out_next = TCP_NONE;
+  b->hold_head = b->hold_tail = TCP_NONE;
   chunkq_init(&b->sndq);
   chunkq_init(&b->rcvq);
   seqr_clear(&b->ooo);
@@ -70,6 +71,7 @@ void flow_set_closed(struct cpb_tcp *t, struct tcb *b, int err) {
 bool flow_maybe_free(struct cpb_tcp *t, struct tcb *b) {
   if (b->state != TCP_CLOSED || (b->flags & TF_APP)) return false;
   if (b->listener) listen_detach(t, b);
+  hold_drop_all(t, b);
   ev_cancel(t, b);
   output_unschedule(t, b);
   timer_clear_all(t, b);
@@ -117,4 +119,6 @@ void flow_fill_info(const struct cpb_tcp *t, const struct tcb *b, struct tcp_flo
   fi->bytes_in = b->bytes_in;
   fi->bytes_out = b->bytes_out;
   fi->retransmits = b->retransmits;
+  fi->frozen = tcb_frozen(b);
+  fi->held_segs = b->hold_n;
 }

@@ -144,6 +144,10 @@ void tcp_input(struct cpb_tcp *t, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *s
   }
   t->stats.segs_in++;
   struct tcb *b = flowtab_lookup(t, dst, r.dport, src, r.sport);
+  if (b && tcb_frozen(b)) {
+    hold_segment(t, b, src, dst, seg, len); /* checksum verified: what is held is worth forwarding */
+    return;
+  }
   if (b && b->state == TCP_TIME_WAIT && (r.flags & TCP_SYN) && !(r.flags & TCP_ACK) && listener_find(t, r.dport)) {
     bool newer = seq_gt(r.seq, b->rcv_nxt) ||
                  ((b->flags & TF_TS_OK) && r.opts.has_ts && seq_gt(r.opts.ts_val, b->ts_recent));

@@ -47,6 +47,7 @@ enum {
   TF_CLOSED_EV = 1u << 20,   /* CLOSED already raised */
   TF_DISCARD = 1u << 21,     /* orphaned: incoming data is not wanted */
   TF_FIRST_PARTIAL = 1u << 22,
+  TF_FROZEN = 1u << 23,      /* tcp_freeze: no output, timers out of the heap, input held (freeze.c) */
 };
 
 struct tcb {
@@ -116,6 +117,11 @@ struct tcb {
   uint32_t keepidle_us;
 
   uint64_t bytes_in, bytes_out, retransmits;
+
+  /* live migration (freeze.c): host-local, never part of a snapshot */
+  cpb_time_t frozen_at;
+  uint32_t hold_head, hold_tail; /* held segments, indices into cpb_tcp.hold (TCP_NONE: none) */
+  uint32_t hold_n, hold_bytes;
 };
 
 _Static_assert(sizeof(struct tcb) <= CPB_SLOT_SIZE, "a TCB must fit one arena slot");
@@ -159,9 +165,20 @@ struct cpb_tcp {
   uint32_t chack_count;
   uint32_t next_ephemeral;
 
+  struct tcp_held *hold; /* cfg.hold_segs buffers for segments of frozen flows */
+  uint32_t hold_free;    /* free list through tcp_held.next */
+
   bool fixed_iss;
   uint32_t fixed_iss_val, fixed_tsoff;
   uint64_t hkey[2]; /* flow-table hash key, derived from iss_secret */
+};
+
+/* A segment kept for a frozen flow, as it arrived. */
+struct tcp_held {
+  uint32_t next;
+  uint32_t len;
+  cpb_ip4_t src, dst;
+  uint8_t data[TCP_HOLD_SEG_MAX];
 };
 
 /* ---- slots and ids (flow.c) ---- */
@@ -196,6 +213,9 @@ void timer_clear(struct cpb_tcp *t, struct tcb *b, enum tcp_timer k);
 void timer_clear_all(struct cpb_tcp *t, struct tcb *b);
 static inline bool timer_armed(const struct tcb *b, enum tcp_timer k) { return b->timer[k] != 0; }
 void timers_run(struct cpb_tcp *t, cpb_time_t now);
+/* Freeze support: take the flow out of the heap keeping its deadlines / put it back. */
+void timer_suspend(struct cpb_tcp *t, struct tcb *b);
+void timer_resume(struct cpb_tcp *t, struct tcb *b);
 cpb_time_t timers_next(const struct cpb_tcp *t);
 void rto_arm(struct cpb_tcp *t, struct tcb *b, cpb_time_t now); /* (re)start with the backed-off RTO */
 uint32_t rto_current(const struct cpb_tcp *t, const struct tcb *b);
@@ -286,4 +306,12 @@ void tcb_input(struct cpb_tcp *t, struct tcb *b, const struct tcp_repr *r, cpb_t
 void rcv_after_read(struct cpb_tcp *t, struct tcb *b);
 uint32_t rcv_max_chunks(const struct cpb_tcp *t, const struct tcb *b);
 uint32_t snd_max_chunks(const struct cpb_tcp *t);
+
+/* ---- live migration (freeze.c) ---- */
+int hold_init(struct cpb_tcp *t);
+void hold_fini(struct cpb_tcp *t);
+/* Keeps a segment that arrived for a frozen flow (or drops and counts it). */
+void hold_segment(struct cpb_tcp *t, struct tcb *b, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len);
+void hold_drop_all(struct cpb_tcp *t, struct tcb *b);
+static inline bool tcb_frozen(const struct tcb *b) { return (b->flags & TF_FROZEN) != 0; }
 #endif

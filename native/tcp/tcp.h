@@ -38,9 +38,11 @@ struct tcp_config {
   uint16_t ephemeral_lo, ephemeral_hi;
   uint8_t iss_secret[16];    /* RFC 6528 keyed ISS; tests pass a fixed value */
   uint32_t challenge_ack_limit; /* RFC 5961 §7 per second */
+  uint32_t hold_segs;        /* segments held for frozen flows, all flows together (0: none held) */
 };
 
-/* Fills defaults (Linux-like timers, CUBIC, timestamps + SACK on, 256 KiB buffers, MSS 1460, wscale 7). */
+/* Fills defaults (Linux-like timers, CUBIC, timestamps + SACK on, 256 KiB buffers, MSS 1460, wscale 7,
+ * 256 held segments for frozen flows). */
 void tcp_config_defaults(struct tcp_config *cfg);
 
 enum tcp_state {
@@ -57,6 +59,7 @@ enum tcp_event_type {
   TCP_EV_WRITABLE,       /* send buffer has room again after -EAGAIN */
   TCP_EV_CLOSED,         /* the flow is gone for the app: err = 0 (orderly), -ECONNRESET, -ETIMEDOUT,
                             -ECONNREFUSED; the app must still call tcp_close to free its handle */
+  TCP_EV_ADOPTED,        /* tcp_adopt restored this flow (delivered before any other event of the flow) */
 };
 struct tcp_event {
   enum tcp_event_type type;
@@ -79,6 +82,8 @@ struct tcp_flow_info {
   uint32_t srtt_us, rttvar_us, rto_us;
   uint32_t unacked_bytes, unsent_bytes, readable_bytes;
   uint64_t bytes_in, bytes_out, retransmits;
+  bool frozen;          /* tcp_freeze'd: not sending, not acking, input held */
+  uint32_t held_segs;   /* segments held while frozen */
 };
 
 struct tcp_stats {
@@ -89,6 +94,8 @@ struct tcp_stats {
   uint64_t ooo_segments, dup_segments, out_of_window, paws_drops, challenge_acks;
   uint64_t zero_window_probes, keepalive_probes, delayed_acks, timeouts;
   uint64_t chunk_exhausted;
+  uint64_t frozen, unfrozen, released, adopted, adopt_rejects; /* live migration */
+  uint64_t held_segments, held_drops; /* segments for frozen flows kept / dropped (pool or flow limit) */
   uint32_t flows_current, listeners_current;
 };
 
@@ -125,4 +132,44 @@ int tcp_flow_info(struct cpb_tcp *t, uint64_t flow_id, struct tcp_flow_info *out
 /* Calls fn for every live flow (including orphans in TIME_WAIT etc.). */
 void tcp_foreach_flow(struct cpb_tcp *t, void (*fn)(void *ctx, const struct tcp_flow_info *fi), void *ctx);
 void tcp_get_stats(const struct cpb_tcp *t, struct tcp_stats *out);
+
+/* ---- live migration (freeze.c, migrate.c; the snapshot format is in snapshot.h) ----
+ * Source: tcp_freeze -> tcp_snapshot -> (ship; target adopts; steer) -> tcp_held_drain forwards what
+ * arrived meanwhile -> tcp_release. If the target fails: tcp_unfreeze and the flow carries on here.
+ * A frozen flow sends nothing (no data, no ACK), its timers stand still and the clock stops for it: on
+ * unfreeze or adopt every deadline, age and the timestamp clock continue from the instant of the freeze,
+ * so the flow never sees the time it spent frozen or in transit. Segments that arrive for it are held
+ * (at most TCP_HOLD_FLOW_SEGS / TCP_HOLD_FLOW_BYTES per flow, from the pool of cfg.hold_segs); the rest
+ * are dropped and counted, and the peer's retransmission recovers them. While frozen, tcp_send and
+ * tcp_recv return -EAGAIN, tcp_shutdown/tcp_close/tcp_setopt -EBUSY; tcp_abort unfreezes (dropping what
+ * was held) and resets. */
+#define TCP_HOLD_FLOW_SEGS 64
+#define TCP_HOLD_FLOW_BYTES (128u * 1024)
+#define TCP_HOLD_SEG_MAX 2032 /* a larger segment for a frozen flow is dropped */
+
+/* Only synchronized states can move: ESTABLISHED, FIN_WAIT_1/2, CLOSE_WAIT, CLOSING, LAST_ACK.
+ * Returns 0, -ENOENT, -EALREADY (already frozen), -ENOTCONN (handshake, TIME_WAIT or closed). */
+int tcp_freeze(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);
+/* The migration failed: timers resume (rebased for the pause), held segments are processed in order,
+ * output resumes. Returns 0, -ENOENT, -EINVAL (not frozen). */
+int tcp_unfreeze(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);
+/* The target owns the flow now: drop it here silently (no RST, no FIN), with what was held. The id is
+ * dead afterwards. Returns 0, -ENOENT, -EINVAL (not frozen). */
+int tcp_release(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);
+/* Hands every held segment (the TCP segment as it arrived: src, dst and bytes) to fn, oldest first,
+ * and forgets it; segments arriving later are held again. Returns the count, -ENOENT, -EINVAL. */
+typedef void (*tcp_held_fn)(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len);
+int tcp_held_drain(struct cpb_tcp *t, uint64_t flow_id, tcp_held_fn fn, void *ctx);
+/* Bytes tcp_snapshot needs for this frozen flow; -ENOENT, -EINVAL (not frozen). */
+long tcp_snapshot_size(struct cpb_tcp *t, uint64_t flow_id);
+/* Serializes a frozen flow (protocol state, unacknowledged and unsent send data, unread and
+ * out-of-order receive data). Returns bytes written, -ENOSPC when cap is too small, -ENOENT, -EINVAL. */
+long tcp_snapshot(struct cpb_tcp *t, uint64_t flow_id, uint8_t *buf, size_t cap, cpb_time_t now);
+/* Validates a snapshot completely, then restores it into a new flow held by the caller: timers and
+ * timestamps rebased to this host's clock, 4-tuple registered, TCP_EV_ADOPTED raised, and an ACK with
+ * the current window sent right away (data too, when the windows allow). Returns 0 and *flow_id, or
+ * -EBADMSG (framing: magic, version, lengths), -EINVAL (a field out of range or inconsistent, or not
+ * usable on this host, e.g. an MSS above ours), -ENOSPC (no slot, chunk pool or budget), -EEXIST (the
+ * 4-tuple is in use here). On failure nothing is allocated and no flow is touched. */
+int tcp_adopt(struct cpb_tcp *t, const uint8_t *buf, size_t len, cpb_time_t now, uint64_t *flow_id);
 #endif

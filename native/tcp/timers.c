@@ -82,6 +82,12 @@ void timer_clear_all(struct cpb_tcp *t, struct tcb *b) {
   heap_update(t, b);
 }
 
+void timer_suspend(struct cpb_tcp *t, struct tcb *b) {
+  if (b->heap_pos) heap_remove(t, b);
+}
+
+void timer_resume(struct cpb_tcp *t, struct tcb *b) { heap_update(t, b); }
+
 cpb_time_t timers_next(const struct cpb_tcp *t) { return t->heap_n ? hkey(t, 0) : UINT64_MAX; }
 
 uint32_t rto_current(const struct cpb_tcp *t, const struct tcb *b) {
