@@ -21,9 +21,11 @@ struct cpb_engine {
   pthread_mutex_t lock;
   atomic_bool stop;
   bool thread_started;
-  bool sleeping;
+  atomic_bool sleeping; /* set under the lock; cleared by the engine alone once awake */
   cpb_time_t sleep_until;
-  cpb_time_t last_app; /* last application call: replies follow requests, keep spinning for them */
+  _Atomic cpb_time_t last_app; /* last application call: replies follow requests, keep spinning for them */
+  _Atomic cpb_time_t next_due; /* earliest timer, as of the last round */
+  atomic_bool kicked;          /* an application call may have armed an earlier timer: run a round */
   int wake_fd;
   struct cpb_arena arena;
   struct cpb_dev *dev;
@@ -76,37 +78,73 @@ static void sleep_until(struct cpb_engine *e, cpb_time_t deadline, cpb_time_t no
   }
 }
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+/* Takes the lock for one round of work: input, timers, output. Returns whether events are pending. */
+static bool run_round(struct cpb_engine *e, struct cpb_frame *rx, int n) {
+  pthread_mutex_lock(&e->lock);
+  e->sleeping = false;
+  cpb_time_t now = cpb_clock_now();
+  e->stack.now = now;
+  for (int i = 0; i < n; i++) cpb_stack_input(&e->stack, rx[i].data, rx[i].len, now);
+  if (n > 0) e->dev->ops->rx_release(e->dev, rx, n);
+  atomic_store_explicit(&e->kicked, false, memory_order_relaxed);
+  atomic_store_explicit(&e->next_due, cpb_stack_poll(&e->stack, now), memory_order_relaxed);
+  bool events = tcp_has_events(e->tcp);
+  pthread_mutex_unlock(&e->lock);
+  return events;
+}
+
+/* Decides to sleep under the lock, so an application call either sees `sleeping` (and wakes us for an
+ * earlier timer) or has set `kicked` before we looked. */
+static bool go_to_sleep(struct cpb_engine *e, cpb_time_t dev_next, cpb_time_t *until) {
+  pthread_mutex_lock(&e->lock);
+  bool ok = !atomic_load_explicit(&e->kicked, memory_order_relaxed);
+  if (ok) {
+    cpb_time_t next = atomic_load_explicit(&e->next_due, memory_order_relaxed);
+    if (dev_next < next) next = dev_next;
+    e->sleeping = true;
+    e->sleep_until = next;
+    *until = next;
+  }
+  pthread_mutex_unlock(&e->lock);
+  return ok;
+}
+
+/* The RX rings belong to this thread alone (TX is shared, under the lock), so the engine looks at them
+ * without the lock and takes it only when there is work. A spinning engine therefore never keeps the
+ * application thread waiting: with a lock held across the spin, an unfair mutex let the engine re-take it
+ * for milliseconds while a send from JS waited. */
 static void *engine_main(void *arg) {
   struct cpb_engine *e = arg;
   struct cpb_frame rx[CPB_BURST];
   cpb_time_t last_work = cpb_clock_now();
   while (!atomic_load_explicit(&e->stop, memory_order_acquire)) {
-    pthread_mutex_lock(&e->lock);
-    e->sleeping = false;
     cpb_time_t now = cpb_clock_now();
-    e->stack.now = now;
     int n = e->dev->ops->rx_burst(e->dev, rx, CPB_BURST, now);
-    for (int i = 0; i < n; i++) cpb_stack_input(&e->stack, rx[i].data, rx[i].len, now);
-    if (n > 0) {
-      e->dev->ops->rx_release(e->dev, rx, n);
-      last_work = now;
-    }
-    cpb_time_t next = cpb_stack_poll(&e->stack, now);
     cpb_time_t dev_next = e->dev->ops->next_deadline(e->dev);
-    if (dev_next < next) next = dev_next;
-    bool events = tcp_has_events(e->tcp);
-    if (e->last_app > last_work) last_work = e->last_app;
-    bool idle = n == 0 && now - last_work >= e->spin_us;
-    if (idle) {
-      e->sleeping = true;
-      e->sleep_until = next;
+    bool work = n > 0 || dev_next <= now || atomic_load_explicit(&e->kicked, memory_order_relaxed) ||
+                now >= atomic_load_explicit(&e->next_due, memory_order_relaxed);
+    if (work) {
+      if (run_round(e, rx, n)) e->notify(e->notify_ctx);
+      if (n > 0) last_work = now;
+      continue;
     }
-    pthread_mutex_unlock(&e->lock);
-    if (events) e->notify(e->notify_ctx);
-    if (idle) {
-      sleep_until(e, next, now);
-      last_work = cpb_clock_now(); /* spin again briefly after every wake-up: replies tend to follow */
+    cpb_time_t app = atomic_load_explicit(&e->last_app, memory_order_relaxed);
+    if (app > last_work) last_work = app;
+    if (now - last_work < e->spin_us) {
+      cpu_relax();
+      continue;
     }
+    cpb_time_t until;
+    if (!go_to_sleep(e, dev_next, &until)) continue;
+    sleep_until(e, until, now);
+    atomic_store(&e->sleeping, false);
+    last_work = cpb_clock_now(); /* spin again briefly after every wake-up: replies tend to follow */
   }
   return NULL;
 }
@@ -120,9 +158,11 @@ cpb_time_t cpb_engine_enter(struct cpb_engine *e) {
 
 void cpb_engine_leave(struct cpb_engine *e) {
   cpb_stack_flush(&e->stack);
-  e->last_app = e->stack.now;
+  atomic_store_explicit(&e->last_app, e->stack.now, memory_order_relaxed);
   bool must_wake = false;
-  if (e->sleeping) {
+  if (!e->sleeping) {
+    atomic_store_explicit(&e->kicked, true, memory_order_relaxed);
+  } else {
     /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO). */
     cpb_time_t next = cpb_stack_poll(&e->stack, e->stack.now);
     if (next < e->sleep_until) {
@@ -141,14 +181,16 @@ struct cpb_stack *cpb_engine_stack(struct cpb_engine *e) { return &e->stack; }
 struct cpb_arena *cpb_engine_arena(struct cpb_engine *e) { return &e->arena; }
 struct cpb_dev *cpb_engine_dev(struct cpb_engine *e) { return e->dev; }
 
-/* The XDP program steers by the stack's address, which the user already gave as the stack's address:
- * add it to xdp: URIs here rather than making every caller repeat it. */
+/* The XDP program steers by the stack's addresses, which the user already gave as the stack's config:
+ * add them to xdp: URIs here rather than making every caller repeat them. */
 static void device_uri(const struct cpb_engine_config *cfg, char *out, size_t len) {
   snprintf(out, len, "%s", cfg->device);
   if (strncmp(cfg->device, "xdp:", 4) != 0 || strstr(cfg->device, "ip=")) return;
-  cpb_ip4_t ip = cfg->stack.ip;
-  snprintf(out, len, "%s%c" "ip=%u.%u.%u.%u", cfg->device, strchr(cfg->device, '?') ? '&' : '?', ip >> 24,
-           (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+  cpb_ip4_t ip = cfg->stack.ip, vip = cfg->stack.vip;
+  int n = snprintf(out, len, "%s%c" "ip=%u.%u.%u.%u", cfg->device, strchr(cfg->device, '?') ? '&' : '?', ip >> 24,
+                   (ip >> 16) & 0xff, (ip >> 8) & 0xff, ip & 0xff);
+  if (vip && n > 0 && (size_t)n < len)
+    snprintf(out + n, len - (size_t)n, "&vip=%u.%u.%u.%u", vip >> 24, (vip >> 16) & 0xff, (vip >> 8) & 0xff, vip & 0xff);
 }
 
 static void teardown(struct cpb_engine *e) {

@@ -219,7 +219,7 @@ static void icmp_input(struct cpb_stack *s, const struct ipv4_repr *ip, const ui
   if (icmp_parse(p, len, &req) != 0) { s->stats.icmp_bad++; return; }
   if (req.type != ICMP_ECHO_REQUEST) return;
   size_t cap;
-  uint8_t *out = ip_begin(s, s->cfg.ip, ip->src, &cap);
+  uint8_t *out = ip_begin(s, ip->dst, ip->src, &cap); /* answer from the address that was pinged */
   if (!out) return;
   struct icmp_repr rep = req;
   rep.type = ICMP_ECHO_REPLY;
@@ -242,7 +242,7 @@ static void ipv4_input(struct cpb_stack *s, const uint8_t *p, size_t len) {
   int rc = ipv4_parse(p, len, &ip, &payload);
   if (rc == -EBADMSG) { s->stats.ipv4_bad_checksum++; return; }
   if (rc != 0) { s->stats.ipv4_bad++; return; }
-  if (ip.dst != s->cfg.ip) { s->stats.not_for_us++; return; }
+  if (ip.dst != s->cfg.ip && (s->cfg.vip == 0 || ip.dst != s->cfg.vip)) { s->stats.not_for_us++; return; }
   if (ip.is_fragment) { s->stats.ipv4_fragments_dropped++; return; }
   switch (ip.proto) {
   case IPPROTO_TCP_: tcp_input(s->tcp, ip.src, ip.dst, payload, ip.payload_len, s->now); break;

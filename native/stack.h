@@ -16,6 +16,7 @@ struct cpb_stack_config {
   cpb_ip4_t ip;
   uint8_t prefix_len;
   cpb_ip4_t gateway; /* 0 = none: off-link destinations are unreachable */
+  cpb_ip4_t vip;     /* a second local address shared by hosts behind an L4 balancer (no ARP); 0 = none */
   uint16_t mtu;      /* IP MTU, e.g. 1500 */
 };
 

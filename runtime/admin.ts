@@ -27,12 +27,30 @@ export function adminSocketPath(name: string, dir = adminDir()): string {
   return join(dir, `${name}.sock`);
 }
 
-/** stats/flows/info for a Stack. */
+/** stats/flows/info (and peers/migrate when the stack migrates) for a Stack. */
 export function stackAdminHandlers(stack: Stack, info: Record<string, unknown> = {}): Record<string, AdminHandler> {
+  const owner = typeof info.name === 'string' ? info.name : null;
   return {
-    stats: () => stack.stats(),
-    flows: () => stack.flows(),
+    stats: () => ({ ...stack.stats(), migration: stack.migrator?.stats ?? null }),
+    flows: () => {
+      const conns = new Map(stack.connections().map((c) => [c.id, c]));
+      return stack.flows().map((f) => ({ ...f, owner, migrations: conns.get(f.id)?.migrations ?? 0 }));
+    },
     info: () => ({ pid: process.pid, device: stack.device, address: stack.address, prefixLength: stack.prefixLength, gateway: stack.gateway ?? null, ...info }),
+    peers: () => ({ name: stack.migrator?.name ?? null, port: stack.migrator?.port ?? null, peers: stack.migrator?.peers() ?? [] }),
+    migrate: async (req) => {
+      const m = stack.migrator;
+      if (!m) throw new ConfigError('this runtime was started without peers: it cannot migrate');
+      const to = req.to;
+      if (typeof to !== 'string' || !m.peers().includes(to)) throw new ConfigError(`--to must name a peer (${m.peers().join(', ') || 'none'})`);
+      const appConns = stack.connections().filter((c) => c.localPort !== m.port && c.remotePort !== m.port && !c.destroyed && !c.migrating);
+      const which = req.flow === 'all' ? appConns : appConns.filter((c) => c.id === req.flow);
+      if (which.length === 0 && req.flow !== 'all') throw new ConfigError(`no open application connection with id ${String(req.flow)}`);
+      const results = await Promise.allSettled(which.map((c) => stack.migrate(c, to)));
+      const timings = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+      const errors = results.flatMap((r) => (r.status === 'rejected' ? [{ code: (r.reason as CapybaraError).code ?? 'ERR', message: String((r.reason as Error).message) }] : []));
+      return { migrated: timings.length, failed: errors.length, timings, errors };
+    },
   };
 }
 

@@ -9,6 +9,7 @@ import { Duplex } from 'node:stream';
 import { EAGAIN, ENOTCONN, EPIPE, SystemError, fromAddonError, fromErrno } from './errors.js';
 import type { FlowEvents, FlowOwner } from './internal.js';
 import type { FlowInfo } from './native.js';
+import type { MigrationHooks } from './apps/resumable.js';
 
 const READ_MAX = 64 * 1024;
 
@@ -54,6 +55,11 @@ export class Connection extends Duplex implements FlowEvents {
   #closedErr: number | null = null;
   #pending: PendingWrite | null = null;
   #pendingFinal: ((err?: Error | null) => void) | null = null;
+  #readHeld = false; // a migration is capturing this connection: bytes stay in the engine
+  /** How often this connection moved between runtimes (travels with it). */
+  migrations = 0;
+  /** Set by an app that can continue this connection on another host (runtime/apps/resumable.ts). */
+  migrationHooks: MigrationHooks | undefined;
 
   /** @internal Created by Stack.connect and Server; not meant to be constructed by users. */
   constructor(owner: FlowOwner, id: number, init: ConnectionInit, opts: ConnectionOptions = {}) {
@@ -184,7 +190,7 @@ export class Connection extends Duplex implements FlowEvents {
   }
 
   #pull(): void {
-    if (this.#released || this.#eof || this.connecting) return;
+    if (this.#released || this.#eof || this.connecting || this.#readHeld) return;
     const engine = this.#owner.engine;
     while (this.#wantRead) {
       let r: Buffer | number;
@@ -292,6 +298,47 @@ export class Connection extends Duplex implements FlowEvents {
       // engine already destroyed: nothing left to free
     }
     this.#owner.unregisterFlow(this.id);
+  }
+
+  // ---- live migration (runtime/migration/migrator.ts drives these) ------------------------------
+
+  /**
+   * @internal Source side, first step: no more bytes move from the engine into this stream; what the
+   * stream already holds but the app has not read is returned, to travel with the connection.
+   */
+  _holdForMigration(): Buffer {
+    this.#readHeld = true;
+    this.pause();
+    const parts: Buffer[] = [];
+    for (let b = this.read() as Buffer | null; b !== null; b = this.read() as Buffer | null) parts.push(b);
+    return Buffer.concat(parts);
+  }
+
+  /** @internal The migration failed: give the unread bytes back and carry on. */
+  _resumeAfterMigration(unread: Buffer): void {
+    this.#readHeld = false;
+    if (unread.length > 0) this.unshift(unread);
+    if (this.#wantRead) this.#pull();
+    this.#flushWrite();
+  }
+
+  /** True from the start of a migration away from this runtime until it failed or the stream closed. */
+  get migrating(): boolean {
+    return this.#readHeld;
+  }
+
+  /** @internal Everything written is inside the engine (nothing held in this stream). */
+  get _writesFlushed(): boolean {
+    return this.#pending === null && this.writableLength === 0;
+  }
+
+  /** @internal The target owns the flow now and the engine forgot it here: close the stream quietly. */
+  _detachMigrated(target: string): void {
+    this.#released = true;
+    this.#wantRead = false;
+    this.#owner.unregisterFlow(this.id);
+    this.emit('migrate', target);
+    this.destroy();
   }
 
   /** @internal True when the handle is closed. */

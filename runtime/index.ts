@@ -7,3 +7,5 @@ export { setBinding, loadBinding, addonAvailable, addonPath, type Binding, type 
 export { parseDevice, parseCidr, DEFAULT_TUNING, type Tuning, type DeviceUri } from './options.js';
 export { AdminServer, adminRequest, adminSocketPath, stackAdminHandlers } from './admin.js';
 export * as apps from './apps/index.js';
+export { Migrator, MigrationError, type MigratorOptions, type MigrationPeer, type MigrateOptions, type MigrationTimings } from './migration/migrator.js';
+export type { MigrationHooks, ResumableApp } from './apps/resumable.js';

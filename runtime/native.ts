@@ -13,6 +13,10 @@ export type EngineInstance = Engine;
 export type EngineConstructor = new (opts: EngineOptions, onEvents: (events: number[]) => void) => Engine;
 export interface Binding {
   Engine: EngineConstructor;
+  /** The balancer's redirect table, written in-process (absent in test bindings). */
+  lbOpen?(pinnedMap: string): number;
+  lbRedirect?(fd: number, src: string, sport: number, dst: string, dport: number, backend: number): number;
+  lbClose?(fd: number): void;
 }
 
 // Event numbers, checked against the contract's const enum at compile time.

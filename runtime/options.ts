@@ -137,6 +137,7 @@ export interface StackOptionsInput extends Tuning {
   device?: unknown;
   address?: unknown;
   gateway?: unknown;
+  vip?: unknown;
   mac?: unknown;
 }
 
@@ -169,6 +170,11 @@ export function engineOptions(opts: StackOptionsInput): EngineOptions {
       throw new ConfigError(`gateway ${opts.gateway} is not on-link for ${cidr.address}/${cidr.prefixLength}`);
     }
     out.gateway = opts.gateway;
+  }
+  if (opts.vip !== undefined) {
+    if (!isIPv4(opts.vip)) throw new ConfigError(`vip "${String(opts.vip)}" is not an IPv4 address`);
+    if (opts.vip === cidr.address) throw new ConfigError(`vip ${opts.vip} is the stack's own address`);
+    out.vip = opts.vip;
   }
   if (opts.mac !== undefined) {
     if (!isMac(opts.mac)) throw new ConfigError(`mac "${String(opts.mac)}" is not a MAC address like 02:00:00:00:00:01`);

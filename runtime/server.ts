@@ -133,7 +133,24 @@ export class Server extends EventEmitter implements ListenerEvents {
     }
   }
 
-  #adopt(id: number): void {
+  /** True when this server takes migrated connections (it listens on `port` and has a 'migrated' handler). */
+  acceptsMigrated(port: number): boolean {
+    return this.#listenerId !== null && this.#port === port && this.listenerCount('migrated') > 0;
+  }
+
+  /**
+   * @internal A flow adopted from another runtime (Capybara's accept_migrated): wrapped like an accepted
+   * one, bytes the source app had not read yet put back in front, then 'migrated' (conn, userData).
+   */
+  takeMigrated(id: number, unread: Uint8Array, userData: Uint8Array, migrations: number): Connection {
+    const conn = this.#adopt(id, false);
+    conn.migrations = migrations;
+    if (unread.length > 0) conn.unshift(Buffer.from(unread));
+    this.emit('migrated', conn, userData);
+    return conn;
+  }
+
+  #adopt(id: number, announce = true): Connection {
     const conn = new Connection(this.#owner, id, { connecting: false }, this.#opts);
     this.#connections.add(conn);
     conn.once('close', () => {
@@ -143,7 +160,8 @@ export class Server extends EventEmitter implements ListenerEvents {
     if (this.#opts.noDelay) conn.setNoDelay(true);
     if (this.#opts.keepAlive) conn.setKeepAlive(true, this.#opts.keepAliveInitialDelay ?? 0);
     if (this.#opts.pauseOnConnect) conn.pause();
-    this.emit('connection', conn);
+    if (announce) this.emit('connection', conn);
+    return conn;
   }
 
   #maybeEmitClose(): void {

@@ -11,6 +11,7 @@ import {
 } from './native.js';
 import { engineOptions, isIPv4, type Tuning } from './options.js';
 import { Server, type ServerOptions } from './server.js';
+import { Migrator, type MigrateOptions, type MigrationTimings, type MigratorOptions } from './migration/migrator.js';
 
 export interface StackOptions extends Tuning {
   /** "mem:NAME[?faults]" | "xdp:IFACE[@queue]" | "dpdk:ARGS" */
@@ -18,6 +19,8 @@ export interface StackOptions extends Tuning {
   /** The stack's own address with prefix, e.g. "10.77.1.10/24". */
   address: string;
   gateway?: string;
+  /** A second local address shared with other hosts behind the L4 balancer (the testbed's VIP). */
+  vip?: string;
   mac?: string;
   /** Test hook: use this binding instead of the built addon. */
   binding?: Binding;
@@ -56,6 +59,7 @@ export class Stack extends EventEmitter implements FlowOwner {
   #orphanCloses = new Map<number, number>();
   #closed = false;
   #closing: Promise<void> | null = null;
+  #migrator: Migrator | null = null;
 
   private constructor(opts: EngineOptions, binding: Binding) {
     super();
@@ -144,6 +148,39 @@ export class Stack extends EventEmitter implements FlowOwner {
 
   stats(): EngineStats {
     return this.engine.stats();
+  }
+
+  // ---- live migration ------------------------------------------------------------------------
+
+  /** Joins a cluster of runtimes: listens for peers' migration channels on this stack's address. */
+  enableMigration(opts: MigratorOptions): Migrator {
+    this.assertOpen();
+    if (this.#migrator) throw new ConfigError('migration is already enabled on this stack');
+    const m = new Migrator(this, opts);
+    m.start();
+    this.#migrator = m;
+    return m;
+  }
+
+  get migrator(): Migrator | null {
+    return this.#migrator;
+  }
+
+  /** Moves a connection to a peer runtime; resolves with per-phase timings once the peer owns it. */
+  migrate(conn: Connection, peer: string, opts?: MigrateOptions): Promise<MigrationTimings> {
+    if (!this.#migrator) return Promise.reject(new ConfigError('migration is not enabled on this stack (enableMigration)'));
+    return this.#migrator.migrate(conn, peer, opts);
+  }
+
+  /** @internal The server that takes migrated connections for a local port, if any. */
+  migrationServer(port: number): Server | undefined {
+    for (const s of this.#servers) if (s.acceptsMigrated(port)) return s;
+    return undefined;
+  }
+
+  /** Open connections of this stack (accepted, connected and adopted). */
+  connections(): Connection[] {
+    return [...this.#connections];
   }
 
   /** Every flow the engine holds, including orphans in TIME_WAIT and flows not yet accepted. */
@@ -239,6 +276,7 @@ export class Stack extends EventEmitter implements FlowOwner {
 
   async #doClose(graceful: boolean, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + Math.max(0, timeoutMs);
+    this.#migrator?.close();
     for (const s of [...this.#servers]) if (s.listening) s.close();
     const conns = [...this.#connections];
     if (graceful) {

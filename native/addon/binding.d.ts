@@ -7,6 +7,7 @@ export interface EngineOptions {
   address: string;         // dotted IPv4 of the stack
   prefixLength: number;    // on-link prefix, e.g. 24
   gateway?: string;        // next hop for off-link destinations
+  vip?: string;            // second local address, shared by hosts behind the L4 balancer (steered, not ARPed)
   mac?: string;            // override the device MAC ("02:00:00:00:00:01"); mem: devices need one
   maxFlows: number;
   chunks: number;          // data chunks (2 KiB each) in the shared pool
@@ -21,7 +22,7 @@ export interface EngineOptions {
 }
 
 // Event kinds as delivered to the callback (same numbers as enum tcp_event_type in native/tcp/tcp.h).
-export const enum EventType { Acceptable = 1, Connected = 2, Readable = 3, Writable = 4, Closed = 5 }
+export const enum EventType { Acceptable = 1, Connected = 2, Readable = 3, Writable = 4, Closed = 5, Adopted = 6 }
 
 export interface FlowInfo {
   id: number; state: string;
@@ -32,6 +33,7 @@ export interface FlowInfo {
   srttUs: number; rttvarUs: number; rtoUs: number;
   unackedBytes: number; unsentBytes: number; readableBytes: number;
   bytesIn: number; bytesOut: number; retransmits: number;
+  frozen: boolean; heldSegments: number;
 }
 
 export interface EngineStats {
@@ -60,5 +62,18 @@ export declare class Engine {
   flows(): FlowInfo[];
   stats(): EngineStats;
   mac(): string;
+  // Live migration (native/tcp/tcp.h): all return 0 / a value, or -errno.
+  freeze(flowId: number): number;                         // stop sending/acking; input is held
+  unfreeze(flowId: number): number;                       // migration failed: carry on here
+  release(flowId: number): number;                        // target owns it: forget silently
+  snapshot(flowId: number): Buffer | number;              // TCP layer bytes of a frozen flow
+  adopt(snapshot: Uint8Array): number;                    // new flow id (an Adopted event follows)
+  drainHeld(flowId: number): [string, string, Buffer][] | number; // [src, dst, segment] held while frozen
+  inject(src: string, dst: string, segment: Uint8Array): number;  // a forwarded segment, as if received
   destroy(): void;                                        // stops the thread, closes the device; idempotent
 }
+
+// The L4 balancer's redirect table, written in-process (native/dev/lbsteer.c): fd or -errno.
+export declare function lbOpen(pinnedMap: string): number;
+export declare function lbRedirect(fd: number, src: string, sport: number, dst: string, dport: number, backend: number): number;
+export declare function lbClose(fd: number): void;

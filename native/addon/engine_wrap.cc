@@ -11,6 +11,7 @@
 #include "wakeup.h"
 
 extern "C" {
+#include "dev/lbsteer.h"
 #include "engine.h"
 }
 
@@ -107,6 +108,8 @@ Napi::Object flow_info_object(Napi::Env env, const struct tcp_flow_info &fi) {
   o.Set("bytesIn", (double)fi.bytes_in);
   o.Set("bytesOut", (double)fi.bytes_out);
   o.Set("retransmits", (double)fi.retransmits);
+  o.Set("frozen", fi.frozen);
+  o.Set("heldSegments", fi.held_segs);
   return o;
 }
 
@@ -129,6 +132,13 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("flows", &EngineWrap::Flows),
                            InstanceMethod("stats", &EngineWrap::Stats),
                            InstanceMethod("mac", &EngineWrap::Mac),
+                           InstanceMethod("freeze", &EngineWrap::Freeze),
+                           InstanceMethod("unfreeze", &EngineWrap::Unfreeze),
+                           InstanceMethod("release", &EngineWrap::Release),
+                           InstanceMethod("snapshot", &EngineWrap::Snapshot),
+                           InstanceMethod("adopt", &EngineWrap::Adopt),
+                           InstanceMethod("drainHeld", &EngineWrap::DrainHeld),
+                           InstanceMethod("inject", &EngineWrap::Inject),
                            InstanceMethod("ref", &EngineWrap::Ref),
                            InstanceMethod("unref", &EngineWrap::Unref),
                            InstanceMethod("destroy", &EngineWrap::Destroy),
@@ -158,6 +168,11 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Value gw = o.Get("gateway");
     if (gw.IsString() && !parse_ip(gw.As<Napi::String>().Utf8Value(), &cfg.stack.gateway)) {
       errno_error(env, -EINVAL, "gateway is not an IPv4 address").ThrowAsJavaScriptException();
+      return;
+    }
+    Napi::Value vip = o.Get("vip");
+    if (vip.IsString() && !parse_ip(vip.As<Napi::String>().Utf8Value(), &cfg.stack.vip)) {
+      errno_error(env, -EINVAL, "vip is not an IPv4 address").ThrowAsJavaScriptException();
       return;
     }
     Napi::Value mac = o.Get("mac");
@@ -380,6 +395,81 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
   Napi::Value Stats(const Napi::CallbackInfo &info);
 
+  // ---- live migration: thin wrappers over native/tcp/tcp.h's freeze/snapshot/adopt/release ----
+  Napi::Value Freeze(const Napi::CallbackInfo &info) { return Simple(info, tcp_freeze); }
+  Napi::Value Unfreeze(const Napi::CallbackInfo &info) { return Simple(info, tcp_unfreeze); }
+  Napi::Value Release(const Napi::CallbackInfo &info) { return Simple(info, tcp_release); }
+
+  // Buffer with the flow's TCP snapshot, or -errno.
+  Napi::Value Snapshot(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    uint64_t id = Id(info[0]);
+    cpb_time_t now = cpb_engine_enter(engine_);
+    long need = tcp_snapshot_size(cpb_engine_tcp(engine_), id);
+    long n = need;
+    if (need > 0) {
+      if ((size_t)need > scratch_.size()) scratch_.resize((size_t)need);
+      n = tcp_snapshot(cpb_engine_tcp(engine_), id, scratch_.data(), (size_t)need, now);
+    }
+    cpb_engine_leave(engine_);
+    if (n < 0) return Napi::Number::New(info.Env(), (double)n);
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::Copy(info.Env(), scratch_.data(), (size_t)n);
+    memset(scratch_.data(), 0, (size_t)n); /* snapshots carry connection state: do not leave copies behind */
+    return out;
+  }
+
+  // New flow id, or -errno (-EBADMSG, -EINVAL, -ENOSPC, -EEXIST).
+  Napi::Value Adopt(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    uint64_t fid = 0;
+    cpb_time_t now = cpb_engine_enter(engine_);
+    int rc = tcp_adopt(cpb_engine_tcp(engine_), data.Data(), data.ByteLength(), now, &fid);
+    cpb_engine_leave(engine_);
+    return Napi::Number::New(info.Env(), rc == 0 ? (double)fid : (double)rc);
+  }
+
+  // Array of [srcIp, dstIp, Buffer segment] for what arrived while the flow was frozen, or -errno.
+  Napi::Value DrainHeld(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    struct Held {
+      cpb_ip4_t src, dst;
+      std::vector<uint8_t> seg;
+    };
+    std::vector<Held> held;
+    cpb_engine_enter(engine_);
+    int rc = tcp_held_drain(
+        cpb_engine_tcp(engine_), Id(info[0]),
+        [](void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
+          static_cast<std::vector<Held> *>(ctx)->push_back(Held{src, dst, std::vector<uint8_t>(seg, seg + len)});
+        },
+        &held);
+    cpb_engine_leave(engine_);
+    if (rc < 0) return Napi::Number::New(info.Env(), rc);
+    Napi::Array arr = Napi::Array::New(info.Env(), held.size());
+    for (size_t i = 0; i < held.size(); i++) {
+      Napi::Array e = Napi::Array::New(info.Env(), 3);
+      e.Set(0u, ip_str(held[i].src));
+      e.Set(1u, ip_str(held[i].dst));
+      e.Set(2u, Napi::Buffer<uint8_t>::Copy(info.Env(), held[i].seg.data(), held[i].seg.size()));
+      arr.Set((uint32_t)i, e);
+    }
+    return arr;
+  }
+
+  // Feeds a TCP segment forwarded by a migration source into TCP input, as if it had arrived here.
+  Napi::Value Inject(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    cpb_ip4_t src, dst;
+    if (!parse_ip(info[0].ToString().Utf8Value(), &src) || !parse_ip(info[1].ToString().Utf8Value(), &dst))
+      return Napi::Number::New(info.Env(), -EINVAL);
+    Napi::Uint8Array seg = info[2].As<Napi::Uint8Array>();
+    cpb_time_t now = cpb_engine_enter(engine_);
+    tcp_input(cpb_engine_tcp(engine_), src, dst, seg.Data(), seg.ByteLength(), now);
+    cpb_engine_leave(engine_);
+    return Napi::Number::New(info.Env(), 0);
+  }
+
   Napi::Value Mac(const Napi::CallbackInfo &info) {
     if (!Alive(info)) return info.Env().Undefined();
     char buf[24];
@@ -450,6 +540,8 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo &info) {
   SET(tcp, ts, dup_segments); SET(tcp, ts, out_of_window); SET(tcp, ts, paws_drops); SET(tcp, ts, challenge_acks);
   SET(tcp, ts, zero_window_probes); SET(tcp, ts, keepalive_probes); SET(tcp, ts, delayed_acks); SET(tcp, ts, timeouts);
   SET(tcp, ts, chunk_exhausted); SET(tcp, ts, flows_current); SET(tcp, ts, listeners_current);
+  SET(tcp, ts, frozen); SET(tcp, ts, unfrozen); SET(tcp, ts, released); SET(tcp, ts, adopted);
+  SET(tcp, ts, adopt_rejects); SET(tcp, ts, held_segments); SET(tcp, ts, held_drops);
 
   Napi::Object ip = Napi::Object::New(env);
   SET(ip, is, frames_in); SET(ip, is, frames_out); SET(ip, is, frames_dropped_tx); SET(ip, is, not_for_us);
@@ -481,8 +573,30 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo &info) {
   return out;
 }
 
+// lbOpen(pinnedMapPath) -> fd | -errno; lbRedirect(fd, src, sport, dst, dport, backend) -> 0 | -errno; lbClose(fd).
+Napi::Value LbOpen(const Napi::CallbackInfo &info) {
+  return Napi::Number::New(info.Env(), cpb_lb_open(info[0].ToString().Utf8Value().c_str()));
+}
+
+Napi::Value LbRedirect(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!parse_ip(info[1].ToString().Utf8Value(), &src) || !parse_ip(info[3].ToString().Utf8Value(), &dst))
+    return Napi::Number::New(info.Env(), -EINVAL);
+  int rc = cpb_lb_redirect(info[0].As<Napi::Number>().Int32Value(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                           (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Uint32Value());
+  return Napi::Number::New(info.Env(), rc);
+}
+
+Napi::Value LbClose(const Napi::CallbackInfo &info) {
+  cpb_lb_close(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
+  exports.Set("lbOpen", Napi::Function::New(env, LbOpen));
+  exports.Set("lbRedirect", Napi::Function::New(env, LbRedirect));
+  exports.Set("lbClose", Napi::Function::New(env, LbClose));
   return exports;
 }
 

@@ -7,7 +7,7 @@
  * Maps, filled by xsk.c at open:
  *   cpb_xsks  XSKMAP keyed by rx queue index -> the socket bound to that queue. A queue without a
  *             socket falls back to XDP_PASS (the flags argument of bpf_redirect_map).
- *   cpb_cfg   one entry: the stack's IPv4 address (network order) and the owner's pid, which lets a
+ *   cpb_cfg   one entry: the stack's IPv4 address and optional VIP (network order) and the owner's pid, which lets a
  *             later run recognise a program left behind by a crashed process and detach it.
  * Build: make -C native/bpf (clang -O2 -g -target bpf); -g keeps BTF, which libxdp's dispatcher needs. */
 #include <linux/bpf.h>
@@ -20,6 +20,7 @@
 struct cpb_steer_cfg {
   __u32 ip;        /* network byte order; 0 = steer nothing yet */
   __u32 owner_pid;
+  __u32 vip;       /* a virtual address shared with other hosts behind the L4 balancer; 0 = none */
 };
 
 struct {
@@ -39,7 +40,7 @@ struct {
 #define ARP_HDR_LEN 28
 #define ARP_TPA_OFF 24
 
-static __always_inline int for_stack(void *data, void *end, __u32 ip) {
+static __always_inline int for_stack(void *data, void *end, __u32 ip, __u32 vip) {
   struct ethhdr *eth = data;
   if ((void *)(eth + 1) > end) return 0;
   if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
@@ -54,7 +55,9 @@ static __always_inline int for_stack(void *data, void *end, __u32 ip) {
   if (eth->h_proto == bpf_htons(ETH_P_IP)) {
     struct iphdr *iph = (struct iphdr *)(eth + 1);
     if ((void *)(iph + 1) > end) return 0;
-    if (iph->version != 4 || iph->ihl < 5 || iph->daddr != ip) return 0;
+    if (iph->version != 4 || iph->ihl < 5) return 0;
+    /* ARP is answered for the own address only: the VIP's frames arrive by MAC from the balancer. */
+    if (iph->daddr != ip && (!vip || iph->daddr != vip)) return 0;
     return iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_ICMP;
   }
   return 0;
@@ -65,7 +68,7 @@ int cpb_steer(struct xdp_md *ctx) {
   __u32 key = 0;
   struct cpb_steer_cfg *cfg = bpf_map_lookup_elem(&cpb_cfg, &key);
   if (!cfg || !cfg->ip) return XDP_PASS;
-  if (!for_stack((void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg->ip)) return XDP_PASS;
+  if (!for_stack((void *)(long)ctx->data, (void *)(long)ctx->data_end, cfg->ip, cfg->vip)) return XDP_PASS;
   return bpf_redirect_map(&cpb_xsks, ctx->rx_queue_index, XDP_PASS);
 }
 

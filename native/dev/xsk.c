@@ -62,6 +62,7 @@
 struct steer_cfg { /* mirrors struct cpb_steer_cfg in steer.bpf.c */
   uint32_t ip;
   uint32_t owner_pid;
+  uint32_t vip;
 };
 
 struct xq {
@@ -80,7 +81,7 @@ struct xq {
 struct steer {
   struct steer *next;
   int ifindex;
-  uint32_t ip;
+  uint32_t ip, vip;
   int refs;
   int xsks_fd;
   struct xdp_program *prog;
@@ -134,7 +135,27 @@ static int fail_perm(char *err, size_t errlen) {
 
 /* ---- setup helpers ------------------------------------------------------------------------------ */
 
-static int parse_spec(struct xsk_dev *d, const char *spec, int *queue, uint32_t *ip, char *err, size_t errlen) {
+/* Reads one "key=A.B.C.D" parameter of the query into *out (network order); 0 when absent. */
+static int query_ip(const char *query, const char *key, uint32_t *out, const char *spec, char *err, size_t errlen) {
+  size_t klen = strlen(key);
+  for (const char *p = query; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+    if (strncmp(p, key, klen) != 0 || p[klen] != '=') continue;
+    char buf[INET_ADDRSTRLEN];
+    size_t n = strcspn(p + klen + 1, "&");
+    struct in_addr a;
+    if (n == 0 || n >= sizeof(buf)) return fail(err, errlen, -EINVAL, "xdp: bad %s= in \"%s\"", key, spec);
+    memcpy(buf, p + klen + 1, n);
+    buf[n] = 0;
+    if (inet_pton(AF_INET, buf, &a) != 1) return fail(err, errlen, -EINVAL, "xdp: \"%s\" is not an IPv4 address", buf);
+    *out = a.s_addr; /* network order, as the program compares it */
+    return 0;
+  }
+  *out = 0;
+  return 0;
+}
+
+static int parse_spec(struct xsk_dev *d, const char *spec, int *queue, uint32_t *ip, uint32_t *vip, char *err,
+                      size_t errlen) {
   size_t n = strcspn(spec, "@?");
   if (n == 0 || n >= IF_NAMESIZE)
     return fail(err, errlen, -EINVAL, "xdp: bad interface name in \"%s\" (xdp:IFACE[@queue]?ip=A.B.C.D)", spec);
@@ -150,16 +171,12 @@ static int parse_spec(struct xsk_dev *d, const char *spec, int *queue, uint32_t 
     *queue = (int)q;
     p = end;
   }
-  struct in_addr a;
-  char ipbuf[INET_ADDRSTRLEN];
-  size_t iplen = *p == '?' && !strncmp(p + 1, "ip=", 3) ? strlen(p + 4) : 0;
-  if (!iplen || iplen >= sizeof(ipbuf))
-    return fail(err, errlen, -EINVAL, "xdp: \"%s\" needs the stack's address: xdp:IFACE[@queue]?ip=A.B.C.D", spec);
-  memcpy(ipbuf, p + 4, iplen + 1);
-  if (inet_pton(AF_INET, ipbuf, &a) != 1)
-    return fail(err, errlen, -EINVAL, "xdp: \"%s\" is not an IPv4 address", ipbuf);
-  *ip = a.s_addr; /* network order, as the program compares it */
-  return 0;
+  const char *query = *p == '?' ? p + 1 : NULL;
+  int rc = query_ip(query, "ip", ip, spec, err, errlen);
+  if (!rc) rc = query_ip(query, "vip", vip, spec, err, errlen);
+  if (!rc && !*ip)
+    rc = fail(err, errlen, -EINVAL, "xdp: \"%s\" needs the stack's address: xdp:IFACE[@queue]?ip=A.B.C.D[&vip=A.B.C.D]", spec);
+  return rc;
 }
 
 /* libxdp keeps its dispatcher pinned in bpffs; mount it when the system has not. */
@@ -312,7 +329,7 @@ static int steer_load(struct steer *s, const char *ifname, char *err, size_t err
   struct bpf_object *obj = xdp_program__bpf_obj(prog);
   struct bpf_map *xm = obj ? bpf_object__find_map_by_name(obj, "cpb_xsks") : NULL;
   struct bpf_map *cm = obj ? bpf_object__find_map_by_name(obj, "cpb_cfg") : NULL;
-  struct steer_cfg cfg = {s->ip, (uint32_t)getpid()};
+  struct steer_cfg cfg = {s->ip, (uint32_t)getpid(), s->vip};
   uint32_t key = 0;
   if (!xm || !cm || bpf_map_update_elem(bpf_map__fd(cm), &key, &cfg, BPF_ANY))
     return fail(err, errlen, -EINVAL, "xdp: %s lacks the cpb_xsks/cpb_cfg maps this engine expects", path);
@@ -321,12 +338,12 @@ static int steer_load(struct steer *s, const char *ifname, char *err, size_t err
 }
 
 /* The interface's steering program: this process's existing one, or a newly attached one. */
-static int steer_get(struct xsk_dev *d, uint32_t ip, char *err, size_t errlen) {
+static int steer_get(struct xsk_dev *d, uint32_t ip, uint32_t vip, char *err, size_t errlen) {
   int rc = 0;
   pthread_mutex_lock(&g_steer_lock);
   struct steer *s = g_steers;
   while (s && s->ifindex != d->ifindex) s = s->next;
-  if (s && s->ip != ip) {
+  if (s && (s->ip != ip || s->vip != vip)) {
     char a[INET_ADDRSTRLEN] = "";
     inet_ntop(AF_INET, &s->ip, a, sizeof(a));
     rc = fail(err, errlen, -EBUSY, "xdp: %s already steers %s to this process; one address per interface", d->ifname, a);
@@ -335,7 +352,7 @@ static int steer_get(struct xsk_dev *d, uint32_t ip, char *err, size_t errlen) {
   } else if (!(s = calloc(1, sizeof(*s)))) {
     rc = -ENOMEM;
   } else {
-    *s = (struct steer){.next = g_steers, .ifindex = d->ifindex, .ip = ip, .refs = 1, .xsks_fd = -1};
+    *s = (struct steer){.next = g_steers, .ifindex = d->ifindex, .ip = ip, .vip = vip, .refs = 1, .xsks_fd = -1};
     if ((rc = steer_load(s, d->ifname, err, errlen)))
       steer_free(s);
     else
@@ -430,8 +447,8 @@ static int xsk_open(struct cpb_dev **out, const char *spec, char *err, size_t er
   d->base.ops = &cpb_dev_xsk_ops;
   d->epfd = -1;
   int queue = -1, rc;
-  uint32_t ip = 0;
-  if ((rc = parse_spec(d, spec, &queue, &ip, err, errlen))) goto fail;
+  uint32_t ip = 0, vip = 0;
+  if ((rc = parse_spec(d, spec, &queue, &ip, &vip, err, errlen))) goto fail;
   d->ifindex = (int)if_nametoindex(d->ifname);
   if (!d->ifindex) {
     rc = fail(err, errlen, -ENODEV, "xdp: no interface %s", d->ifname);
@@ -457,7 +474,7 @@ static int xsk_open(struct cpb_dev **out, const char *spec, char *err, size_t er
     rc = -ENOMEM;
     goto fail;
   }
-  if ((rc = steer_get(d, ip, err, errlen))) goto fail;
+  if ((rc = steer_get(d, ip, vip, err, errlen))) goto fail;
   for (int i = 0; i < d->nq; i++)
     if ((rc = queue_open(d, &d->q[i], queue >= 0 ? (uint32_t)queue : (uint32_t)i, d->steer->xsks_fd, err, errlen)))
       goto fail;

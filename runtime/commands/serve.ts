@@ -10,6 +10,9 @@ import { intOpt, onePositional, str, type Command, type Io } from '../cli.js';
 import { CapybaraError, UsageError } from '../errors.js';
 import { packageRoot } from '../native.js';
 import { Stack } from '../stack.js';
+import type { Connection } from '../connection.js';
+import { balancerSteering, defaultKeyPath, loadClusterKey, parsePeers } from '../migration/cluster.js';
+import type { MigrationPeer } from '../migration/migrator.js';
 
 export const DEFAULT_NAME = 'default';
 
@@ -55,7 +58,7 @@ async function reexecInHost(host: string, args: string[]): Promise<number> {
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'run an app (echo, discard, http, sockperf) on a capybara stack until SIGINT/SIGTERM',
-  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--port N] [--name NAME] [--json]',
+  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--name NAME] [--json]',
   help: `Apps:
   echo      every byte comes back (default port 7)
   discard   bytes are dropped (default port 9)
@@ -68,18 +71,26 @@ Options:
   --address CIDR   the stack's address, e.g. 10.77.1.10/24
   --gateway IP     next hop for off-link peers
   --mac MAC        override the device's MAC address
+  --vip IP         a second address shared with the peers behind the L4 balancer
+  --peers LIST     runtimes this one migrates connections to/from: NAME=IP[:PORT],... (channel port 7400)
+  --cluster-key F  file with the shared cluster key (32..64 bytes; default /run/capybara/cluster.key,
+                   created when missing)
   --port N         port to listen on
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
   --json           print the listening line as JSON
 
-Prints "listening on ADDRESS:PORT (device URI)" once ready.`,
+With --on, the VIP and the other testbed hosts as peers are set too, so "capybara ctl --on hostA migrate
+all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI)" once ready.`,
   options: {
     on: { type: 'string' },
     device: { type: 'string' },
     address: { type: 'string' },
     gateway: { type: 'string' },
     mac: { type: 'string' },
+    vip: { type: 'string' },
+    peers: { type: 'string' },
+    'cluster-key': { type: 'string' },
     port: { type: 'string' },
     name: { type: 'string' },
   },
@@ -96,16 +107,24 @@ Prints "listening on ADDRESS:PORT (device URI)" once ready.`,
       if (!isHostName(on)) throw new UsageError(`--on must be one of ${Object.keys(PLAN.hosts).join(', ')} (got "${on}")`);
       if (device || address || gateway) throw new UsageError('--on sets --device, --address and --gateway itself; give one or the other');
       const h = PLAN.hosts[on];
-      const args = ['serve', app, '--device', h.device, '--address', `${h.ip}/${h.prefixLength}`, '--gateway', h.gateway, '--port', String(port), '--name', name ?? on];
+      const peers = str(values, 'peers') ?? Object.entries(PLAN.hosts).filter(([n]) => n !== on).map(([n, p]) => `${n}=${p.ip}`).join(',');
+      const args = ['serve', app, '--device', h.device, '--address', `${h.ip}/${h.prefixLength}`, '--gateway', h.gateway,
+        '--vip', str(values, 'vip') ?? PLAN.vip, '--peers', peers, '--port', String(port), '--name', name ?? on];
       const mac = str(values, 'mac');
       if (mac) args.push('--mac', mac);
+      const key = str(values, 'cluster-key');
+      if (key) args.push('--cluster-key', key);
       if (values.json) args.push('--json');
       return reexecInHost(on, args);
     }
     if (!device) throw new UsageError('--device is required (or --on HOST)');
     if (!address) throw new UsageError('--address is required (or --on HOST)');
     name ??= DEFAULT_NAME;
-    return serve({ app, port, device, address, gateway, mac: str(values, 'mac'), name, json: values.json === true }, io);
+    const peersOpt = str(values, 'peers');
+    return serve({
+      app, port, device, address, gateway, mac: str(values, 'mac'), vip: str(values, 'vip'), name, json: values.json === true,
+      peers: peersOpt === undefined ? undefined : parsePeers(peersOpt), clusterKey: str(values, 'cluster-key'),
+    }, io);
   },
 };
 
@@ -116,6 +135,9 @@ export interface ServeParams {
   address: string;
   gateway: string | undefined;
   mac: string | undefined;
+  vip?: string | undefined;
+  peers?: MigrationPeer[] | undefined;
+  clusterKey?: string | undefined;
   name: string;
   json: boolean;
 }
@@ -123,11 +145,20 @@ export interface ServeParams {
 async function serve(p: ServeParams, io: Io): Promise<number> {
   if (p.device.startsWith('xdp:')) await mountBpffs().catch(() => false);
   const stopped = waitForSignal();
-  const stack = await Stack.open({ device: p.device, address: p.address, gateway: p.gateway, mac: p.mac });
+  const stack = await Stack.open({ device: p.device, address: p.address, gateway: p.gateway, mac: p.mac, vip: p.vip });
   stack.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
   let admin: AdminServer | undefined;
   try {
-    const server = stack.createServer({ allowHalfOpen: true }, APPS[p.app].handler());
+    const handler = APPS[p.app].handler();
+    const server = stack.createServer({ allowHalfOpen: true }, handler);
+    if (p.peers) {
+      stack.enableMigration({
+        name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
+        peers: p.peers, steer: await balancerSteering(),
+      });
+      // accept_migrated: the app takes over the moved connection (bytes it had not read come first).
+      server.on('migrated', (conn: Connection) => handler(conn));
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(p.port, () => {

@@ -37,16 +37,25 @@ export interface RejectedMessage {
   readonly type: 'rejected'; readonly migrationId: number; readonly epoch: number; readonly reason: string;
 }
 export interface ReleaseMessage { readonly type: 'release'; readonly migrationId: number; readonly epoch: number }
+/** TCP segments that reached the source while the flow was frozen: the target feeds them to its input. */
+export interface ForwardMessage {
+  readonly type: 'forward'; readonly migrationId: number; readonly epoch: number;
+  readonly segments: readonly ForwardedSegment[];
+}
+export interface ForwardedSegment { readonly src: string; readonly dst: string; readonly bytes: Uint8Array }
 export interface PingMessage { readonly type: 'ping'; readonly nonce: number }
 export interface PongMessage { readonly type: 'pong'; readonly nonce: number }
 
 export type MigrationMessage =
-  | OfferMessage | AdoptedMessage | RejectedMessage | ReleaseMessage | PingMessage | PongMessage;
+  | OfferMessage | AdoptedMessage | RejectedMessage | ReleaseMessage | ForwardMessage | PingMessage | PongMessage;
 export type MigrationMessageType = MigrationMessage['type'];
 
 export const MESSAGE_TYPES: Readonly<Record<MigrationMessageType, number>> = {
-  offer: 1, adopted: 2, rejected: 3, release: 4, ping: 5, pong: 6,
+  offer: 1, adopted: 2, rejected: 3, release: 4, ping: 5, pong: 6, forward: 7,
 };
+/** Bounds of a forward message: what one frozen flow may hold (native/tcp/tcp.h TCP_HOLD_FLOW_SEGS). */
+export const MAX_FORWARD_SEGMENTS = 64;
+export const MAX_FORWARD_SEGMENT_BYTES = 2048;
 export const MAX_REASON_BYTES = 1024;
 const FLOW_BYTES = 1 + 4 + 2 + 4 + 2;
 const MAX_U32 = 0xffffffff;
@@ -102,6 +111,27 @@ export function encodeMessage(msg: MigrationMessage): Uint8Array {
       const reason = utf8.encode(msg.reason);
       if (reason.length > MAX_REASON_BYTES) throw bad(`reason longer than ${MAX_REASON_BYTES} bytes`);
       return new ByteWriter(15 + reason.length).u8(MESSAGE_TYPES.rejected).u64(id).u32(epoch).u16(reason.length).raw(reason).bytes;
+    }
+    case 'forward': {
+      const id = checkInt(msg.migrationId, Number.MAX_SAFE_INTEGER, 'migrationId');
+      const epoch = checkInt(msg.epoch, MAX_U32, 'epoch');
+      if (!Array.isArray(msg.segments) || msg.segments.length > MAX_FORWARD_SEGMENTS) {
+        throw bad(`forward carries 0..${MAX_FORWARD_SEGMENTS} segments`);
+      }
+      let size = 1 + 8 + 4 + 1;
+      const parts = msg.segments.map((seg) => {
+        const src = parseIPv4(seg.src, 'src');
+        const dst = parseIPv4(seg.dst, 'dst');
+        if (!(seg.bytes instanceof Uint8Array) || seg.bytes.length > MAX_FORWARD_SEGMENT_BYTES) {
+          throw bad(`a forwarded segment has 0..${MAX_FORWARD_SEGMENT_BYTES} bytes`);
+        }
+        size += 4 + 4 + 2 + seg.bytes.length;
+        return { src, dst, bytes: seg.bytes };
+      });
+      const w = new ByteWriter(size);
+      w.u8(MESSAGE_TYPES.forward).u64(id).u32(epoch).u8(parts.length);
+      for (const p of parts) w.raw(Uint8Array.from(p.src)).raw(Uint8Array.from(p.dst)).u16(p.bytes.length).raw(p.bytes);
+      return w.bytes;
     }
     case 'ping':
     case 'pong': {
@@ -166,6 +196,22 @@ export function decodeMessage(bytes: Uint8Array): MigrationMessage {
         throw new ChannelError('ERR_CHANNEL_PROTOCOL', 'reason is not valid UTF-8');
       }
       msg = { type: 'rejected', migrationId, epoch, reason };
+      break;
+    }
+    case MESSAGE_TYPES.forward: {
+      const migrationId = u64(r, 'migrationId');
+      const epoch = r.u32('epoch');
+      const count = r.u8('segment count');
+      if (count > MAX_FORWARD_SEGMENTS) throw new ChannelError('ERR_CHANNEL_PROTOCOL', `${count} forwarded segments is too many`);
+      const segments: ForwardedSegment[] = [];
+      for (let i = 0; i < count; i++) {
+        const src = ipv4(r.bytes(4, 'segment src'));
+        const dst = ipv4(r.bytes(4, 'segment dst'));
+        const n = r.u16('segment length');
+        if (n > MAX_FORWARD_SEGMENT_BYTES) throw new ChannelError('ERR_CHANNEL_PROTOCOL', `forwarded segment of ${n} bytes`);
+        segments.push({ src, dst, bytes: r.bytes(n, 'segment') });
+      }
+      msg = { type: 'forward', migrationId, epoch, segments };
       break;
     }
     case MESSAGE_TYPES.ping:

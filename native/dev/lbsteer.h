@@ -1,0 +1,13 @@
+/* Writing the L4 balancer's redirect table from a runtime: one bpf(2) map update on the pinned map, so
+ * steering a migrated flow costs microseconds instead of a helper process. The key/value layout mirrors
+ * struct lb_flow / lb_flow_val in native/bpf/lb.bpf.c. Only built with libbpf (CPB_HAVE_XDP). */
+#ifndef CPB_LBSTEER_H
+#define CPB_LBSTEER_H
+#include "../common.h"
+
+/* Opens the pinned redirect map; returns an fd or -errno. */
+int cpb_lb_open(const char *pinned_map);
+/* Steers TCP flow src:sport -> dst:dport (host order) to backend index; 0 or -errno. */
+int cpb_lb_redirect(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t backend);
+void cpb_lb_close(int fd);
+#endif

@@ -1,0 +1,188 @@
+// How an application takes part in live migration (Capybara's model: the connection moves, the app
+// hands over an opaque state and resumes from it on the target).
+//
+// The contract the apps here follow: bytes the app took out of the socket (read()) and has not acted on
+// are the app's and travel in its state; bytes still inside the socket belong to the runtime and travel
+// with the connection. The apps pull with 'readable' + read() rather than 'data' events, so "taken out"
+// is exactly "returned by a read() the app made": nothing reaches the app behind its back while it is
+// captured, and the runtime can drain the stream's own buffer without the app seeing those bytes.
+import type { Duplex } from 'node:stream';
+import { CapybaraError } from '../errors.js';
+
+export interface MigrationHooks {
+  /** Source: stop producing output (no write after this resolves) and return the app's state. */
+  capture(): Promise<Uint8Array>;
+  /** Source: the migration failed after capture; carry on exactly where it stopped. */
+  abort(): void;
+}
+
+export interface ResumableApp {
+  /** Starts serving a new connection. */
+  onConnection(sock: Duplex): MigrationHooks;
+  /** Continues a migrated connection from the state its source captured (throws code ERR_APP_STATE). */
+  resume(sock: Duplex, state: Uint8Array): MigrationHooks;
+}
+
+/** A state handed to resume() is malformed, of an unknown version, or out of bounds. */
+export class AppStateError extends CapybaraError {
+  constructor(message: string) {
+    super('ERR_APP_STATE', message);
+  }
+}
+
+/** Largest byte run (buffered input, pending output) any app state here may carry. */
+export const MAX_STATE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Lets a runtime Connection (which has a `migrationHooks` slot the migrator asks) find the app's hooks.
+ * Other Duplexes (net.Socket) have no such slot and are left alone.
+ */
+export function offerHooks(sock: Duplex, hooks: MigrationHooks): void {
+  if ('migrationHooks' in sock) (sock as Duplex & { migrationHooks: MigrationHooks | undefined }).migrationHooks = hooks;
+}
+
+/**
+ * Handlers for a server that serves a resumable app: pass `onConnection` as the connection listener and
+ * `onMigrated` to the server's 'migrated' (conn, userData) event. A state the app refuses destroys the
+ * connection with the AppStateError.
+ */
+export function serveResumable(app: ResumableApp): {
+  onConnection(sock: Duplex): void;
+  onMigrated(sock: Duplex, userData: Uint8Array): void;
+} {
+  return {
+    onConnection(sock) {
+      offerHooks(sock, app.onConnection(sock));
+    },
+    onMigrated(sock, userData) {
+      let hooks: MigrationHooks;
+      try {
+        hooks = app.resume(sock, userData);
+      } catch (err) {
+        sock.destroy(err as Error);
+        return;
+      }
+      offerHooks(sock, hooks);
+    },
+  };
+}
+
+/** Little-endian writer for app states; the caller sizes it exactly. */
+export class StateWriter {
+  readonly bytes: Uint8Array;
+  #view: DataView;
+  #off = 0;
+
+  constructor(size: number) {
+    this.bytes = new Uint8Array(size);
+    this.#view = new DataView(this.bytes.buffer);
+  }
+
+  u8(v: number): this {
+    this.#view.setUint8(this.#off, v);
+    this.#off += 1;
+    return this;
+  }
+
+  u16(v: number): this {
+    this.#view.setUint16(this.#off, v, true);
+    this.#off += 2;
+    return this;
+  }
+
+  u32(v: number): this {
+    this.#view.setUint32(this.#off, v, true);
+    this.#off += 4;
+    return this;
+  }
+
+  u64(v: number): this {
+    this.#view.setBigUint64(this.#off, BigInt(v), true);
+    this.#off += 8;
+    return this;
+  }
+
+  raw(b: Uint8Array): this {
+    this.bytes.set(b, this.#off);
+    this.#off += b.length;
+    return this;
+  }
+
+  /** The encoded state; throws if the size given to the constructor was not used up exactly. */
+  done(): Uint8Array {
+    if (this.#off !== this.bytes.length) throw new Error(`state writer: wrote ${this.#off} of ${this.bytes.length} bytes`);
+    return this.bytes;
+  }
+}
+
+/** Bounds-checked little-endian reader; every failure is an AppStateError naming the state kind. */
+export class StateReader {
+  #bytes: Uint8Array;
+  #view: DataView;
+  #off = 0;
+  #what: string;
+
+  constructor(bytes: Uint8Array, what: string) {
+    if (!(bytes instanceof Uint8Array)) throw new AppStateError(`${what} state: not a byte array`);
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#what = what;
+  }
+
+  fail(message: string): never {
+    throw new AppStateError(`${this.#what} state: ${message}`);
+  }
+
+  #need(n: number, field: string): void {
+    if (this.#bytes.length - this.#off < n) this.fail(`truncated at ${field} (offset ${this.#off})`);
+  }
+
+  u8(field: string): number {
+    this.#need(1, field);
+    return this.#view.getUint8(this.#off++);
+  }
+
+  u16(field: string): number {
+    this.#need(2, field);
+    const v = this.#view.getUint16(this.#off, true);
+    this.#off += 2;
+    return v;
+  }
+
+  u32(field: string): number {
+    this.#need(4, field);
+    const v = this.#view.getUint32(this.#off, true);
+    this.#off += 4;
+    return v;
+  }
+
+  /** A u64 that must fit a JS number exactly. */
+  u64(field: string): number {
+    this.#need(8, field);
+    const v = this.#view.getBigUint64(this.#off, true);
+    this.#off += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${field} ${v} out of range`);
+    return Number(v);
+  }
+
+  /** n bytes, copied (the state buffer may be reused by its owner); n is bounded by the caller. */
+  raw(n: number, field: string): Buffer {
+    this.#need(n, field);
+    const b = Buffer.from(this.#bytes.subarray(this.#off, this.#off + n));
+    this.#off += n;
+    return b;
+  }
+
+  magic(expect: string): void {
+    this.#need(expect.length, 'magic');
+    for (let i = 0; i < expect.length; i++) {
+      if (this.#bytes[this.#off + i] !== expect.charCodeAt(i)) this.fail('bad magic');
+    }
+    this.#off += expect.length;
+  }
+
+  /** Nothing may follow the last field. */
+  end(): void {
+    if (this.#off !== this.#bytes.length) this.fail(`${this.#bytes.length - this.#off} trailing bytes`);
+  }
+}
