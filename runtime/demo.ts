@@ -9,10 +9,12 @@ import { PLAN, checkNetnsSupport, down, status, up } from '../dataplane/testbed.
 import { stopProcess } from '../dataplane/exec.js';
 import { HttpClient } from './apps/http-client.js';
 import { httpApp } from './apps/http.js';
-import { PatternVerifier, patternSha256 } from './apps/pattern.js';
+import { PatternVerifier } from './apps/pattern.js';
 import { CapybaraError, NetnsError } from './errors.js';
 import { packageRoot } from './native.js';
 import { Stack } from './stack.js';
+import { adminRequest, adminSocketPath } from './admin.js';
+import type { MigrationTimings } from './migration/migrator.js';
 
 export interface DemoSummary {
   migrations: number;
@@ -28,6 +30,8 @@ export interface DemoSummary {
 
 export interface DemoOptions {
   mem?: boolean;
+  /** Migrations on the testbed (default 20). */
+  migrations?: number;
   fetches?: number;
   bytes?: number;
   timeoutMs?: number;
@@ -110,47 +114,147 @@ async function runMemDemo(opts: DemoOptions): Promise<DemoSummary> {
   return summary('mem', start, { bytesVerified: verified, errors, fetches, connections: 1, detail });
 }
 
+interface StreamReport {
+  sent: number;
+  echoed: number;
+  bytes: number;
+  bad: number;
+  gaps: [number, number][];
+  error: string | null;
+}
+
+/** The owner of the demo's one application flow, asked of both runtimes. */
+async function owner(): Promise<'hostA' | 'hostB' | null> {
+  for (const h of ['hostA', 'hostB'] as const) {
+    const flows = (await adminRequest({ path: adminSocketPath(h) }, { cmd: 'flows' })) as { localPort: number; state: string }[];
+    if (flows.some((f) => f.localPort === DEMO_PORT && f.state === 'ESTABLISHED')) return h;
+  }
+  return null;
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+const DEMO_PORT = 7;
+
+/**
+ * The story on the testbed: echo on hostA and hostB behind the XDP balancer's VIP, a kernel client in
+ * `client` streaming numbered messages through the VIP, and the connection migrated back and forth
+ * between the hosts while it streams. The client's longest pause around each migration is the blackout
+ * it saw.
+ */
 async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
   const start = Date.now();
-  const fetches = opts.fetches ?? 3;
-  const bytes = opts.bytes ?? 10_000_000;
+  const rounds = opts.migrations ?? 20;
   const log = opts.log ?? (() => {});
   const detail: string[] = [];
   const wasUp = (await status()).up;
-  await up();
-  log(`testbed up (client ${PLAN.client.ip} -> lb -> hostA ${PLAN.hosts.hostA.ip} over ${PLAN.hosts.hostA.device})`);
-  let server: ChildProcess | undefined;
+  await up({ lb: 'xdp' });
+  log(`testbed up: client ${PLAN.client.ip} -> VIP ${PLAN.vip} (XDP balancer in lb) -> hostA ${PLAN.hosts.hostA.ip} | hostB ${PLAN.hosts.hostB.ip}`);
+  const servers: ChildProcess[] = [];
+  let client: ChildProcess | undefined;
   let errors = 0;
-  let verified = 0;
-  let connections = 0;
+  let migrations = 0;
+  const blackouts: number[] = [];
+  const phases: MigrationTimings[] = [];
+  let report: StreamReport | undefined;
   try {
-    server = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'http', '--on', 'hostA', '--port', '80', '--json'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const listening = await waitForListening(server, opts.timeoutMs ?? 30_000);
-    log(`server: capybara http on ${listening}`);
-    const url = `http://${PLAN.hosts.hostA.ip}/bytes/${bytes}`;
-    const result = await curlFetch(Array.from({ length: fetches }, () => url), opts.timeoutMs ?? 120_000);
-    const want = patternSha256(bytes, fetches);
-    connections = result.connects;
-    const allOk = result.code === 0 && result.statuses.length === fetches && result.statuses.every((s) => s === 200);
-    if (allOk && result.sha256 === want && result.bytes === bytes * fetches) {
-      verified = result.bytes;
-    } else {
-      errors++;
+    for (const h of ['hostA', 'hostB'] as const) {
+      const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'echo', '--on', h, '--port', String(DEMO_PORT), '--json'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      servers.push(child);
+      log(`${h}: capybara echo on ${await waitForListening(child, opts.timeoutMs ?? 30_000)}, VIP ${PLAN.vip}`);
     }
-    const line = `curl: ${result.statuses.length} responses (${result.statuses.join(',')}), ${result.bytes} bytes, ${result.connects} connection(s), sha256 ${result.sha256 === want ? 'ok' : 'MISMATCH'}${result.code !== 0 ? `, exit ${result.code}: ${result.stderr.trim()}` : ''}`;
-    detail.push(line);
-    log(line);
+    const seconds = Math.max(3, Math.ceil(rounds * 0.15) + 2);
+    client = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(packageRoot(), 'dist', 'runtime', 'demo', 'stream-client.js'),
+      PLAN.vip, String(DEMO_PORT), String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = collect(client);
+    let found: 'hostA' | 'hostB' | null = null;
+    for (let i = 0; i < 50 && !found; i++) {
+      await delay(100);
+      found = await owner();
+    }
+    if (!found) throw new CapybaraError('ERR_CAPYBARA_DEMO', 'the client stream did not reach either host');
+    let from: 'hostA' | 'hostB' = found;
+    log(`client streaming through the VIP; the balancer chose ${from}`);
+    await delay(300);
+    const starts: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const to: 'hostA' | 'hostB' = from === 'hostA' ? 'hostB' : 'hostA';
+      starts.push(Number(process.hrtime.bigint() / 1000n));
+      const r = (await adminRequest({ path: adminSocketPath(from) }, { cmd: 'migrate', flow: 'all', to }, 10_000)) as MigrateAnswer;
+      if (r.migrated === 1 && r.timings[0]) {
+        migrations++;
+        phases.push(r.timings[0]);
+        from = to;
+      } else {
+        errors++;
+        detail.push(`migration ${i + 1} ${from} -> ${to} failed: ${r.errors.map((e) => `${e.code} ${e.message}`).join('; ') || 'no flow'}`);
+        starts.pop();
+      }
+      await delay(100);
+    }
+    report = JSON.parse((await out).trim().split('\n').pop() ?? '{}') as StreamReport;
+    if (report.error) {
+      errors++;
+      detail.push(`client: ${report.error}`);
+    }
+    if (report.bad > 0) errors++;
+    // The client's longest pause that overlaps each migration (a pause starts at the last echo before it).
+    for (const t of starts) {
+      let worst = 0;
+      for (const [at, gap] of report.gaps) if (at <= t + 200_000 && at + gap >= t) worst = Math.max(worst, gap);
+      blackouts.push(worst);
+    }
   } catch (err) {
     errors++;
     detail.push(`error: ${(err as Error).message}`);
     log(`error: ${(err as Error).message}`);
   } finally {
-    if (server) await stopProcess(server, 'SIGTERM', 5000);
+    if (client) await stopProcess(client, 'SIGTERM', 3000);
+    for (const s of servers) await stopProcess(s, 'SIGTERM', 5000);
     if (!wasUp) await down().catch(() => {});
   }
-  return summary('xdp', start, { bytesVerified: verified, errors, fetches, connections, detail });
+  const sorted = [...blackouts].sort((a, b) => a - b);
+  const med = (k: keyof MigrationTimings) => percentile(phases.map((p) => Number(p[k])).sort((a, b) => a - b), 50);
+  if (phases.length) {
+    const line = `phases (median us): capture ${med('captureUs')?.toFixed(0)}, freeze ${med('freezeUs')?.toFixed(0)}, snapshot ${med('snapshotUs')?.toFixed(0)}, ship+adopt ${med('shipUs')?.toFixed(0)}, steer ${med('steerUs')?.toFixed(0)}, forward ${med('releaseUs')?.toFixed(0)}`;
+    detail.push(line);
+    log(line);
+  }
+  if (report) {
+    const line = `client: ${report.echoed} messages echoed, ${report.bytes} bytes verified, ${report.bad} bad, ${report.error ?? 'no error'}`;
+    detail.push(line);
+    log(line);
+  }
+  return summary('xdp', start, {
+    migrations, bytesVerified: report && report.bad === 0 ? report.bytes : 0, errors, connections: 1,
+    blackoutUs: { p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.length ? sorted[sorted.length - 1]! : null },
+    detail,
+  });
+}
+
+interface MigrateAnswer {
+  migrated: number;
+  failed: number;
+  timings: MigrationTimings[];
+  errors: { code: string; message: string }[];
+}
+
+function collect(child: ChildProcess): Promise<string> {
+  return new Promise((resolve) => {
+    let out = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr?.resume();
+    child.once('close', () => resolve(out));
+  });
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function waitForListening(child: ChildProcess, timeoutMs: number): Promise<string> {

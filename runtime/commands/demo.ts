@@ -1,40 +1,52 @@
 // capybara demo: see runtime/demo.ts.
 import { runDemo, type DemoSummary } from '../demo.js';
-import type { Command } from '../cli.js';
+import { intOpt, type Command } from '../cli.js';
 import { UsageError } from '../errors.js';
 
+function us(v: number | null): string {
+  return v === null ? '-' : `${Math.round(v)} us`;
+}
+
 function text(s: DemoSummary): string {
-  return [
-    `mode:           ${s.mode === 'xdp' ? 'xdp (netns testbed, kernel curl -> capybara on hostA)' : 'mem (two stacks on an in-memory wire)'}`,
-    `fetches:        ${s.fetches} over ${s.connections} connection(s)`,
+  const lines = [
+    `mode:           ${s.mode === 'xdp' ? 'xdp (netns testbed: kernel client -> XDP balancer VIP -> capybara on hostA/hostB)' : 'mem (two stacks on an in-memory wire, no migration)'}`,
+  ];
+  if (s.mode === 'mem') lines.push(`fetches:        ${s.fetches} over ${s.connections} connection(s)`);
+  lines.push(
     `bytes verified: ${s.bytesVerified}`,
     `migrations:     ${s.migrations}`,
+    `blackout:       p50 ${us(s.blackoutUs.p50)}, p99 ${us(s.blackoutUs.p99)}, max ${us(s.blackoutUs.max)} (longest pause the client saw around each migration)`,
     `errors:         ${s.errors}`,
     `time:           ${s.seconds.toFixed(2)} s`,
     s.errors === 0 ? 'OK' : 'FAILED',
-  ].join('\n');
+  );
+  return lines.join('\n');
 }
 
 export const demoCommand: Command = {
   name: 'demo',
-  summary: 'serve HTTP on capybara and fetch from it with a verifying client; print a summary',
-  usage: 'capybara demo [--mem] [--json]',
-  help: `With root and network namespaces: brings the testbed up, runs "capybara serve http --on hostA",
-fetches GET /bytes/10000000 three times with curl in the client namespace over one keep-alive
-connection, checks the sha256 of what arrived against the pattern, stops the server and removes
-the testbed again (when the demo made it). Otherwise, or with --mem: two stacks in this process on
-the in-memory wire mem:demo, the client stack fetching from the http app.
+  summary: 'live migration: a client stream through the VIP while its connection moves between hosts',
+  usage: 'capybara demo [--mem] [--migrations N] [--json]',
+  help: `With root and network namespaces: brings the testbed up with the XDP load balancer, runs
+"capybara serve echo" on hostA and hostB (VIP 10.77.9.1), and starts a kernel client in the client
+namespace that streams numbered messages through the VIP and checks every echoed byte. While it
+streams, the connection is migrated back and forth between the hosts (ctl migrate); the summary gives
+the bytes verified, the migrations and the blackout the client saw. The testbed is removed again when
+the demo made it. Without namespaces, or with --mem: two stacks in this process on the in-memory wire
+mem:demo, the client stack fetching from the http app (the in-memory wire has two ends, so no migration).
 
 Options:
-  --mem    use the in-memory wire even when the testbed could be made
-  --json   print {"migrations","bytesVerified","blackoutUs":{"p50","p99","max"},"errors","mode",...}
+  --mem            use the in-memory wire even when the testbed could be made
+  --migrations N   how many migrations (default 20)
+  --json           print {"migrations","bytesVerified","blackoutUs":{"p50","p99","max"},"errors","mode",...}
 
-Exit status 1 when any byte did not check out.`,
-  options: { mem: { type: 'boolean' } },
+Exit status 1 when any byte did not check out or a migration failed.`,
+  options: { mem: { type: 'boolean' }, migrations: { type: 'string' } },
   async run(positionals, values, io) {
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
     const json = values.json === true;
-    const s = await runDemo({ mem: values.mem === true, log: json ? undefined : (l) => io.out(l) });
+    const migrations = intOpt(values, 'migrations', 1, 100_000);
+    const s = await runDemo({ mem: values.mem === true, migrations, log: json ? undefined : (l) => io.out(l) });
     if (json) {
       const { detail: _detail, ...doc } = s;
       io.out(JSON.stringify(doc));

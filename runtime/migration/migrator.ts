@@ -73,6 +73,7 @@ export interface MigrationHost {
 }
 
 interface Pending {
+  channel: MigrationChannel;
   resolve: () => void;
   reject: (err: MigrationError) => void;
 }
@@ -84,7 +85,12 @@ interface AdoptedFlow {
 const DEFAULT_PORT = 7400;
 const MAX_ADOPTED_TRACKED = 4096;
 const RELEASE_GRACE_MS = 50;
+const PING_TIMEOUT_MS = 300;
 const TCP_SNAPSHOT_MAX = 64 * 1024 * 1024;
+
+function flowTuple(f: FlowKey): string {
+  return `${f.localAddress}:${f.localPort}-${f.remoteAddress}:${f.remotePort}`;
+}
 
 function us(t0: bigint): number {
   return Number(process.hrtime.bigint() - t0) / 1000;
@@ -134,7 +140,10 @@ export class Migrator {
   #server: Server | null = null;
   #nextId = 1;
   #closed = false;
-  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0 };
+  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0 };
+  readonly #pongs = new Map<number, () => void>();
+  readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
+  #nonce = 1;
 
   constructor(host: MigrationHost, opts: MigratorOptions) {
     this.#host = host;
@@ -191,13 +200,44 @@ export class Migrator {
     conn.setNoDelay(true);
     const ch = new MigrationChannel(conn, { name: this.name, role: 'responder', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0 });
     ch.on('message', (m) => this.#onMessage(ch, m));
-    ch.on('close', () => conn.destroy());
+    ch.on('close', () => {
+      conn.destroy();
+      this.#failPending(ch);
+    });
     void ch.ready.then((peer) => {
       if (!this.#channels.has(peer)) this.#channels.set(peer, Promise.resolve(ch));
       ch.on('close', () => {
         void this.#channels.get(peer)?.then((c) => { if (c === ch) this.#channels.delete(peer); }, () => {});
       });
-    }, () => conn.destroy());
+    }, () => {
+      this.stats.channelsRefused++;
+      conn.destroy();
+    });
+  }
+
+  /** Migrations waiting on a channel that closed will never be answered: fail them now (the flow unfreezes). */
+  #failPending(ch: MigrationChannel): void {
+    for (const [id, p] of this.#pending) {
+      if (p.channel !== ch) continue;
+      this.#pending.delete(id);
+      p.reject(new MigrationError('ERR_MIGRATION_PEER_LOST', `the channel to ${ch.peer ?? 'the peer'} closed before it answered`));
+    }
+  }
+
+  /** Resolves when the peer answers a ping within ms; a dead peer is found before the flow is frozen. */
+  #alive(ch: MigrationChannel, peer: string, ms: number): Promise<void> {
+    const nonce = this.#nonce++;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pongs.delete(nonce);
+        reject(new MigrationError('ERR_MIGRATION_PEER_LOST', `${peer} did not answer a ping within ${ms} ms`));
+      }, ms);
+      this.#pongs.set(nonce, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      ch.send({ type: 'ping', nonce });
+    });
   }
 
   #channel(peer: string): Promise<MigrationChannel> {
@@ -214,6 +254,7 @@ export class Migrator {
       ch.on('message', (m) => this.#onMessage(ch, m));
       ch.on('close', () => {
         conn.destroy();
+        this.#failPending(ch);
         void this.#channels.get(peer)?.then((c) => { if (c === ch) this.#channels.delete(peer); }, () => {});
       });
       conn.on('error', () => {});
@@ -243,7 +284,10 @@ export class Migrator {
       remoteAddress: conn.remoteAddress ?? '0.0.0.0', remotePort: conn.remotePort ?? 0,
     };
 
-    // 1. capture: the app stops, the stream stops pulling, everything written reaches the engine.
+    // 1. capture: the app stops, the stream stops pulling, everything written reaches the engine. A ping
+    // runs meanwhile, so a dead or wedged peer is noticed before the flow is frozen.
+    const alive = this.#alive(ch, peer, PING_TIMEOUT_MS);
+    alive.catch(() => {});
     const unread = conn._holdForMigration();
     let userData: Uint8Array;
     let frozen = false;
@@ -259,7 +303,12 @@ export class Migrator {
         if (Date.now() > deadline) throw new MigrationError('ERR_MIGRATION_BUSY', 'written data did not drain into the engine in time');
         await new Promise((r) => setTimeout(r, 1));
       }
+      await alive;
     } catch (err) {
+      if ((err as MigrationError).code === 'ERR_MIGRATION_PEER_LOST') {
+        this.stats.failed++;
+        ch.close();
+      }
       giveBack();
       throw err;
     }
@@ -294,6 +343,7 @@ export class Migrator {
           reject(new MigrationError('ERR_MIGRATION_TIMEOUT', `${peer} did not answer within ${opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000} ms`));
         }, opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
         this.#pending.set(migrationId, {
+          channel: ch,
           resolve: () => { clearTimeout(timer); resolve(); },
           reject: (e) => { clearTimeout(timer); reject(e); },
         });
@@ -325,14 +375,23 @@ export class Migrator {
     const blackoutUs = us(tFreeze);
     // Packets already past the balancer keep arriving here for a moment; a released flow would answer
     // them with RST. Keep it frozen (holding) a little longer, forward the stragglers, then forget it.
+    const tuple = flowTuple(flow);
+    let timer: NodeJS.Timeout | undefined;
     const finish = () => {
+      if (timer) clearTimeout(timer);
+      this.#graceful.delete(tuple);
       this.#forwardHeld(ch, conn.id, migrationId);
       engine.release(conn.id);
       conn._detachMigrated(peer);
-      ch.send({ type: 'release', migrationId, epoch: this.epoch });
+      if (!ch.closed) ch.send({ type: 'release', migrationId, epoch: this.epoch });
     };
-    if (this.#opts.steer) setTimeout(finish, RELEASE_GRACE_MS).unref();
-    else finish();
+    if (this.#opts.steer) {
+      this.#graceful.set(tuple, finish); // the flow may come straight back: then the grace ends early
+      timer = setTimeout(finish, RELEASE_GRACE_MS);
+      timer.unref();
+    } else {
+      finish();
+    }
     this.stats.out++;
     return {
       migrationId, peer, captureUs, freezeUs, snapshotUs, shipUs, steerUs, releaseUs,
@@ -378,6 +437,12 @@ export class Migrator {
       case 'ping':
         ch.send({ type: 'pong', nonce: m.nonce });
         break;
+      case 'pong': {
+        const done = this.#pongs.get(m.nonce);
+        this.#pongs.delete(m.nonce);
+        done?.();
+        break;
+      }
       default:
         break;
     }
@@ -402,6 +467,7 @@ export class Migrator {
       reject(`no server on port ${m.flow.localPort} takes migrated connections here`);
       return;
     }
+    this.#graceful.get(flowTuple(m.flow))?.(); // our own old copy of this flow, still in its grace: drop it
     let state;
     try {
       state = this.#layers.deserialize(m.snapshot, undefined);

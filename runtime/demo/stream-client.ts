@@ -1,0 +1,73 @@
+// The demo's client, run by the kernel stack in the testbed's `client` namespace:
+//   node stream-client.js HOST PORT SECONDS
+// A ping-pong stream of 64-byte numbered messages (one in flight): every echo is checked byte by byte, and
+// every pause between two echoes longer than GAP_US is reported with its start time on the monotonic clock,
+// which the demo (another process on the same machine) shares, so it can match pauses to migrations.
+// Prints one JSON line at the end.
+import net from 'node:net';
+
+const MSG = 64;
+const GAP_US = 500;
+
+function message(i: number): Buffer {
+  const b = Buffer.alloc(MSG);
+  b.writeUInt32LE(i, 0);
+  for (let k = 4; k < MSG; k++) b[k] = (i * 31 + k) & 0xff;
+  return b;
+}
+
+const [host, portArg, secondsArg] = process.argv.slice(2);
+const port = Number(portArg);
+const seconds = Number(secondsArg ?? 10);
+const now = () => Number(process.hrtime.bigint() / 1000n);
+
+const sock = net.connect(port, host!);
+sock.setNoDelay(true);
+let sent = 0;
+let echoed = 0;
+let bad = 0;
+let pending: Buffer = Buffer.alloc(0);
+let last = 0;
+let error: string | null = null;
+const gaps: [number, number][] = [];
+let stopAt = 0;
+
+function finish(): void {
+  process.stdout.write(`${JSON.stringify({ sent, echoed, bytes: echoed * MSG, bad, gaps, error })}\n`);
+  sock.destroy();
+  process.exit(0);
+}
+
+sock.on('connect', () => {
+  stopAt = now() + seconds * 1e6;
+  last = now();
+  sock.write(message(sent++));
+});
+sock.on('data', (d: Buffer) => {
+  pending = pending.length ? Buffer.concat([pending, d]) : d;
+  while (pending.length >= MSG) {
+    const m = pending.subarray(0, MSG);
+    pending = pending.subarray(MSG);
+    if (!m.equals(message(echoed))) bad++;
+    echoed++;
+    const t = now();
+    if (t - last > GAP_US) gaps.push([last, t - last]);
+    last = t;
+  }
+  if (echoed === sent) {
+    if (now() >= stopAt) finish();
+    else sock.write(message(sent++));
+  }
+});
+sock.on('error', (e) => {
+  error = e.message;
+  finish();
+});
+sock.on('close', () => {
+  if (!error) error = 'connection closed by the server';
+  finish();
+});
+setTimeout(() => {
+  error = 'stream stalled';
+  finish();
+}, (seconds + 20) * 1000).unref();
