@@ -56,6 +56,7 @@ export class Connection extends Duplex implements FlowEvents {
   #pending: PendingWrite | null = null;
   #pendingFinal: ((err?: Error | null) => void) | null = null;
   #readHeld = false; // a migration is capturing this connection: bytes stay in the engine
+  #wasFlowing: boolean | null = null; // the stream's flowing state before the migration paused it
   /** How often this connection moved between runtimes (travels with it). */
   migrations = 0;
   /** Set by an app that can continue this connection on another host (runtime/apps/resumable.ts). */
@@ -308,16 +309,27 @@ export class Connection extends Duplex implements FlowEvents {
    */
   _holdForMigration(): Buffer {
     this.#readHeld = true;
+    this.#wasFlowing = this.readableFlowing;
     this.pause();
+    // read() would also emit 'data' to the app's listeners (a pipe would echo these bytes here AND they would
+    // travel): take them with the listeners detached, so they exist only in what travels.
+    const listeners = this.rawListeners('data') as ((chunk: Buffer) => void)[];
+    this.removeAllListeners('data');
     const parts: Buffer[] = [];
-    for (let b = this.read() as Buffer | null; b !== null; b = this.read() as Buffer | null) parts.push(b);
+    try {
+      for (let b = this.read() as Buffer | null; b !== null; b = this.read() as Buffer | null) parts.push(b);
+    } finally {
+      for (const l of listeners) this.on('data', l);
+    }
     return Buffer.concat(parts);
   }
 
-  /** @internal The migration failed: give the unread bytes back and carry on. */
+  /** @internal The migration failed: give the unread bytes back and carry on as before. */
   _resumeAfterMigration(unread: Buffer): void {
     this.#readHeld = false;
     if (unread.length > 0) this.unshift(unread);
+    if (this.#wasFlowing) this.resume();
+    this.#wasFlowing = null;
     if (this.#wantRead) this.#pull();
     this.#flushWrite();
   }
