@@ -49,41 +49,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-/* Must match native/bpf/lb.bpf.c. */
-#define LB_MAX_BACKENDS 64
-#define LB_TABLE_SIZE 65537
-
-struct lb_cfg {
-  uint32_t vip;
-  uint32_t n_backends;
-  uint64_t idle_ns;
-};
-
-struct lb_flow {
-  uint32_t saddr;
-  uint32_t daddr;
-  uint16_t sport;
-  uint16_t dport;
-  uint8_t proto;
-  uint8_t pad[3];
-};
-
-struct lb_flow_val {
-  uint32_t backend;
-  uint32_t pad;
-  uint64_t last_seen_ns;
-};
-
-struct lb_backend {
-  uint32_t ifindex;
-  uint8_t mac[6];
-  uint8_t lb_mac[6];
-};
-
-struct lb_counter {
-  uint64_t packets;
-  uint64_t bytes;
-};
+#include "lb_maps.h"
 
 static const char *const STAT_NAMES[] = {"hit", "new", "aged", "pass", "no_backend"};
 
@@ -320,7 +286,9 @@ static int cmd_config(char **argv) {
   uint32_t key = 0;
   memset(&cfg, 0, sizeof(cfg));
   if (inet_pton(AF_INET, argv[0], &cfg.vip) != 1) return fail(EINVAL, "bad VIP '%s'", argv[0]);
-  if (parse_u64(argv[1], UINT64_MAX, &cfg.idle_ns)) return fail(EINVAL, "bad idle time '%s'", argv[1]);
+  uint64_t idle;
+  if (parse_u64(argv[1], UINT64_MAX, &idle)) return fail(EINVAL, "bad idle time '%s'", argv[1]);
+  cfg.idle_ns = idle;
   int fd = map_fd("lb_cfg");
   if (fd < 0) return fd;
   struct lb_cfg old;

@@ -1,5 +1,6 @@
 /* See lbsteer.h. The map is an LRU hash keyed by the flow as it appears on the wire (network order),
- * valued by the backend index and a CLOCK_MONOTONIC last-seen stamp (what bpf_ktime_get_ns reads), so a
+ * valued by the backend index and a CLOCK_MONOTONIC last-seen stamp (what bpf_ktime_get_ns reads; layouts
+ * in native/bpf/lb_maps.h), so a
  * fresh redirect is never mistaken for an idle entry. */
 #include "lbsteer.h"
 
@@ -10,18 +11,7 @@
 #ifdef CPB_HAVE_XDP
 #include <bpf/bpf.h>
 
-struct lb_flow_key {
-  uint32_t saddr, daddr;
-  uint16_t sport, dport;
-  uint8_t proto;
-  uint8_t pad[3];
-};
-
-struct lb_flow_val {
-  uint32_t backend;
-  uint32_t pad;
-  uint64_t last_seen_ns;
-};
+#include "../bpf/lb_maps.h"
 
 int cpb_lb_open(const char *pinned_map) {
   int fd = bpf_obj_get(pinned_map);
@@ -29,7 +19,7 @@ int cpb_lb_open(const char *pinned_map) {
 }
 
 int cpb_lb_redirect(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t backend) {
-  struct lb_flow_key k;
+  struct lb_flow k;
   memset(&k, 0, sizeof(k));
   k.saddr = htonl(src);
   k.daddr = htonl(dst);

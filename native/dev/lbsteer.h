@@ -1,6 +1,6 @@
 /* Writing the L4 balancer's redirect table from a runtime: one bpf(2) map update on the pinned map, so
- * steering a migrated flow costs microseconds instead of a helper process. The key/value layout mirrors
- * struct lb_flow / lb_flow_val in native/bpf/lb.bpf.c. Only built with libbpf (CPB_HAVE_XDP). */
+ * steering a migrated flow costs microseconds instead of a helper process. Only does something when built
+ * with libbpf (CPB_HAVE_XDP). */
 #ifndef CPB_LBSTEER_H
 #define CPB_LBSTEER_H
 #include "../common.h"
