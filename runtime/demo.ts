@@ -297,9 +297,9 @@ export interface CurlResult {
 }
 
 /** Fetches urls with one curl run in the client namespace (one keep-alive connection) and hashes stdout. */
-export function curlFetch(urls: string[], timeoutMs: number, ns = PLAN.client.ns): Promise<CurlResult> {
+export function curlFetch(urls: string[], timeoutMs: number, ns = PLAN.client.ns, extra: string[] = []): Promise<CurlResult> {
   return new Promise((resolve) => {
-    const args = ['netns', 'exec', ns, 'curl', '-sS', '--max-time', String(Math.ceil(timeoutMs / 1000)),
+    const args = ['netns', 'exec', ns, 'curl', '-sS', '--max-time', String(Math.ceil(timeoutMs / 1000)), ...extra,
       '-w', '%{stderr}RESULT %{http_code} %{num_connects}\\n'];
     for (const u of urls) args.push('-o', '-', u);
     const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -4,19 +4,31 @@
 //   anything else -> 404
 // Keep-alive by default (HTTP/1.1), Connection: close honoured, pipelined requests answered in order.
 // Requests are parsed by hand so the app needs nothing but a byte stream.
+//
+// Resumable (apps/resumable.ts): a connection is an explicit state machine rather than an async loop,
+// so at any moment between events its whole state is a few numbers (phase, response, body offset) plus
+// the bytes it pulled but has not parsed. capture() freezes it (no read, no write after that) and encodes
+// that; resume() rebuilds it on another socket, and the byte stream carries on where the source stopped:
+// the head is regenerated only if it was not written, the pattern restarts at the written offset.
+// Input is pulled with read() only when the parser needs it, so while a response streams the pipelined
+// requests behind it stay in the socket (TCP backpressure) instead of in the app's state.
 import type { Duplex } from 'node:stream';
-import { patternFill } from './pattern.js';
+import { patternChunk } from './pattern.js';
+import {
+  AppStateError, MAX_STATE_BYTES, StateReader, StateWriter, offerHooks,
+  type MigrationHooks, type ResumableApp,
+} from './resumable.js';
 
 export const HTTP_PORT = 80;
 
 export interface HttpAppOptions {
-  /** Largest request head accepted (request line + headers). */
+  /** Largest request head accepted (request line + headers); at most 1 MiB. */
   maxHeaderBytes?: number;
   /** Largest N for /bytes/N. */
   maxBytes?: number;
   /** Size of each body chunk written. */
   chunkSize?: number;
-  /** Called once per request answered (method, path, status). */
+  /** Called once per request answered (method, path, status), when its head has been parsed. */
   onRequest?: (method: string, path: string, status: number) => void;
 }
 
@@ -35,79 +47,53 @@ const STATUS: Record<number, string> = {
 };
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-
-export function httpApp(opts: HttpAppOptions = {}): (sock: Duplex) => void {
-  const maxHeaderBytes = opts.maxHeaderBytes ?? 16 * 1024;
-  const maxBytes = opts.maxBytes ?? 2 ** 40;
-  const chunkSize = opts.chunkSize ?? 64 * 1024;
-  return (sock) => {
-    sock.on('error', () => sock.destroy());
-    void serveConnection(sock, { maxHeaderBytes, maxBytes, chunkSize, onRequest: opts.onRequest }).catch(() => sock.destroy());
-  };
-}
+const MAX_HEADER_LIMIT = 1024 * 1024; // keeps the read-ahead (4x) inside MAX_STATE_BYTES
+const MAX_TEXT_BODY = 1024; // small text bodies (errors, /health) travel in the state verbatim
+// Most bytes written in one event-loop turn. A socket that never pushes back (loopback takes 4 MB at
+// once) would otherwise let one response hold the loop for the whole burst: other connections starve
+// and a migration cannot capture this one until the burst is over.
+const TURN_BYTES = 256 * 1024;
 
 interface Conf {
   maxHeaderBytes: number;
   maxBytes: number;
   chunkSize: number;
+  readAhead: number; // most bytes pulled into the parser's buffer
   onRequest: HttpAppOptions['onRequest'];
 }
 
-/** Reads bytes from the socket on demand; pauses it while enough is buffered (pipelining backpressure). */
-class ByteReader {
-  #sock: Duplex;
-  #buf: Buffer = Buffer.alloc(0);
-  #eof = false;
-  #closed = false;
-  #wake: (() => void) | null = null;
-  #limit: number;
-
-  constructor(sock: Duplex, limit: number) {
-    this.#sock = sock;
-    this.#limit = limit;
-    sock.on('data', (d: Buffer) => {
-      this.#buf = this.#buf.length === 0 ? d : Buffer.concat([this.#buf, d]);
-      if (this.#buf.length >= this.#limit) sock.pause();
-      this.#notify();
-    });
-    sock.on('end', () => {
-      this.#eof = true;
-      this.#notify();
-    });
-    sock.on('close', () => {
-      this.#closed = true;
-      this.#notify();
-    });
+function confOf(opts: HttpAppOptions): Conf {
+  const maxHeaderBytes = opts.maxHeaderBytes ?? 16 * 1024;
+  if (!Number.isInteger(maxHeaderBytes) || maxHeaderBytes < 64 || maxHeaderBytes > MAX_HEADER_LIMIT) {
+    throw new RangeError(`maxHeaderBytes must be an integer in 64..${MAX_HEADER_LIMIT}`);
   }
-
-  #notify(): void {
-    const w = this.#wake;
-    this.#wake = null;
-    w?.();
-  }
-
-  get buffered(): Buffer {
-    return this.#buf;
-  }
-
-  get eof(): boolean {
-    return this.#eof || this.#closed;
-  }
-
-  consume(n: number): void {
-    this.#buf = this.#buf.subarray(n);
-    if (this.#buf.length < this.#limit && !this.#eof) this.#sock.resume();
-  }
-
-  /** Resolves when more bytes arrived or the stream ended. */
-  more(): Promise<void> {
-    if (this.eof) return Promise.resolve();
-    this.#sock.resume();
-    return new Promise((resolve) => {
-      this.#wake = resolve;
-    });
-  }
+  const chunkSize = opts.chunkSize ?? 64 * 1024;
+  if (!Number.isInteger(chunkSize) || chunkSize < 1) throw new RangeError('chunkSize must be a positive integer');
+  return {
+    maxHeaderBytes,
+    maxBytes: opts.maxBytes ?? 2 ** 40,
+    chunkSize,
+    readAhead: maxHeaderBytes * 4,
+    onRequest: opts.onRequest,
+  };
 }
+
+/** The HTTP app with migration hooks: serve new connections, or continue captured ones. */
+export function httpResumable(opts: HttpAppOptions = {}): ResumableApp {
+  const conf = confOf(opts);
+  return {
+    onConnection: (sock) => new HttpSession(sock, conf, FRESH).hooks,
+    resume: (sock, state) => new HttpSession(sock, conf, decodeHttpState(state)).hooks,
+  };
+}
+
+/** Per-connection handler (CLI, demo); a capybara Connection gets the hooks so the migrator can use them. */
+export function httpApp(opts: HttpAppOptions = {}): (sock: Duplex) => void {
+  const app = httpResumable(opts);
+  return (sock) => offerHooks(sock, app.onConnection(sock));
+}
+
+// ---- request parsing --------------------------------------------------------------------------
 
 function parseHead(head: string): Parsed {
   const lines = head.split('\r\n');
@@ -142,116 +128,389 @@ function wantsKeepAlive(req: Request): boolean {
   return true;
 }
 
-function head(status: number, length: number, keepAlive: boolean, minor: number, type: string): Buffer {
-  let s = `HTTP/1.1 ${status} ${STATUS[status] ?? 'Unknown'}\r\nServer: capybara\r\nContent-Type: ${type}\r\nContent-Length: ${length}\r\n`;
-  if (!keepAlive) s += 'Connection: close\r\n';
-  else if (minor === 0) s += 'Connection: keep-alive\r\n';
+// ---- responses --------------------------------------------------------------------------------
+
+/** What to send: everything needed to regenerate any suffix of its bytes on another host. */
+export interface HttpResponseState {
+  status: number;
+  minor: number;
+  keepAlive: boolean;
+  isHead: boolean;
+  /** A short text body, or the length of a /bytes pattern body. */
+  body: Buffer | number;
+}
+
+function bodyLength(r: HttpResponseState): number {
+  return typeof r.body === 'number' ? r.body : r.body.length;
+}
+
+function headBytes(r: HttpResponseState): Buffer {
+  const type = typeof r.body === 'number' ? 'application/octet-stream' : 'text/plain';
+  let s = `HTTP/1.1 ${r.status} ${STATUS[r.status] ?? 'Unknown'}\r\nServer: capybara\r\nContent-Type: ${type}\r\nContent-Length: ${bodyLength(r)}\r\n`;
+  if (!r.keepAlive) s += 'Connection: close\r\n';
+  else if (r.minor === 0) s += 'Connection: keep-alive\r\n';
   return Buffer.from(`${s}\r\n`, 'latin1');
 }
 
-/** Writes with backpressure; false when the socket went away. */
-function write(sock: Duplex, data: Buffer): Promise<boolean> | boolean {
-  if (sock.destroyed || sock.writableEnded) return false;
-  if (sock.write(data)) return true;
-  return new Promise((resolve) => {
-    const done = (ok: boolean) => {
-      sock.off('drain', onDrain);
-      sock.off('close', onClose);
-      resolve(ok);
-    };
-    const onDrain = () => done(true);
-    const onClose = () => done(false);
-    sock.on('drain', onDrain);
-    sock.on('close', onClose);
-  });
+function bodySlice(r: HttpResponseState, off: number, len: number): Buffer {
+  return typeof r.body === 'number' ? patternChunk(off, len) : r.body.subarray(off, off + len);
 }
 
-async function serveConnection(sock: Duplex, conf: Conf): Promise<void> {
-  const reader = new ByteReader(sock, conf.maxHeaderBytes * 4);
-  for (;;) {
-    // Find the end of the next request head.
-    let end = reader.buffered.indexOf(CRLFCRLF);
-    while (end < 0) {
-      if (reader.buffered.length > conf.maxHeaderBytes) {
-        await respondError(sock, 431, 1, conf);
-        return;
-      }
-      if (reader.eof) {
-        // Clean end between requests; a partial request at EOF is dropped like any server does.
-        sock.end();
-        return;
-      }
-      await reader.more();
-      end = reader.buffered.indexOf(CRLFCRLF);
-    }
-    if (end > conf.maxHeaderBytes) {
-      await respondError(sock, 431, 1, conf);
-      return;
-    }
-    // Tolerate stray CRLFs between pipelined requests (RFC 9112 §2.2).
-    let text = reader.buffered.subarray(0, end).toString('latin1');
-    reader.consume(end + 4);
-    text = text.replace(/^(\r\n)+/, '');
-    const parsed = parseHead(text);
-    if (parsed.kind === 'error') {
-      await respondError(sock, parsed.status, 1, conf);
-      return;
-    }
-    const { req, bodyLength } = parsed;
-    // Request bodies are read and dropped.
-    let left = bodyLength;
-    while (left > 0) {
-      if (reader.buffered.length === 0) {
-        if (reader.eof) {
-          sock.destroy();
-          return;
-        }
-        await reader.more();
-        continue;
-      }
-      const n = Math.min(left, reader.buffered.length);
-      reader.consume(n);
-      left -= n;
-    }
-    const keepAlive = wantsKeepAlive(req);
-    const ok = await respond(sock, req, keepAlive, conf);
-    if (!ok) return;
-    if (!keepAlive) {
-      sock.end();
-      return;
-    }
-  }
+function textResponse(req: Request, keepAlive: boolean, status: number, text: string): HttpResponseState {
+  return { status, minor: req.minor, keepAlive, isHead: req.method === 'HEAD', body: Buffer.from(text) };
 }
 
-async function respondError(sock: Duplex, status: number, minor: number, conf: Conf): Promise<void> {
-  const body = Buffer.from(`${STATUS[status] ?? 'error'}\n`);
-  conf.onRequest?.('-', '-', status);
-  if (await write(sock, Buffer.concat([head(status, body.length, false, minor, 'text/plain'), body]))) sock.end();
+function errorResponse(status: number): HttpResponseState {
+  return { status, minor: 1, keepAlive: false, isHead: false, body: Buffer.from(`${STATUS[status] ?? 'error'}\n`) };
 }
 
-async function respond(sock: Duplex, req: Request, keepAlive: boolean, conf: Conf): Promise<boolean> {
+function route(req: Request, keepAlive: boolean, conf: Conf): HttpResponseState {
   const path = req.target.split('?')[0]!;
   const isHead = req.method === 'HEAD';
-  const small = async (status: number, text: string): Promise<boolean> => {
-    conf.onRequest?.(req.method, path, status);
-    const body = Buffer.from(text);
-    const h = head(status, body.length, keepAlive, req.minor, 'text/plain');
-    return write(sock, isHead ? h : Buffer.concat([h, body]));
-  };
-  if (req.method !== 'GET' && !isHead) return small(405, 'method not allowed\n');
-  if (path === '/health') return small(200, 'ok');
-  const m = /^\/bytes\/(\d{1,15})$/.exec(path);
-  if (!m) return small(404, 'not found\n');
-  const n = Number(m[1]);
-  if (n > conf.maxBytes) return small(413, `at most ${conf.maxBytes} bytes\n`);
-  conf.onRequest?.(req.method, path, 200);
-  if (!(await write(sock, head(200, n, keepAlive, req.minor, 'application/octet-stream')))) return false;
-  if (isHead) return true;
-  for (let off = 0; off < n; off += conf.chunkSize) {
-    const len = Math.min(conf.chunkSize, n - off);
-    const chunk = Buffer.allocUnsafe(len);
-    patternFill(chunk, off);
-    if (!(await write(sock, chunk))) return false;
+  let r: HttpResponseState;
+  if (req.method !== 'GET' && !isHead) r = textResponse(req, keepAlive, 405, 'method not allowed\n');
+  else if (path === '/health') r = textResponse(req, keepAlive, 200, 'ok');
+  else {
+    const m = /^\/bytes\/(\d{1,15})$/.exec(path);
+    if (!m) r = textResponse(req, keepAlive, 404, 'not found\n');
+    else {
+      const n = Number(m[1]);
+      if (n > conf.maxBytes) r = textResponse(req, keepAlive, 413, `at most ${conf.maxBytes} bytes\n`);
+      else r = { status: 200, minor: req.minor, keepAlive, isHead, body: n };
+    }
   }
-  return true;
+  conf.onRequest?.(req.method, path, r.status);
+  return r;
 }
+
+// ---- the connection state machine ------------------------------------------------------------
+
+export enum HttpPhase {
+  Head = 0,    // waiting for / parsing the next request head
+  Body = 1,    // dropping the request body; the response is decided
+  Respond = 2, // writing the response
+  Done = 3,    // the app finished with this connection (ended or gave up)
+}
+
+/** The whole state of a connection between two events; what capture() encodes. */
+export interface HttpState {
+  phase: HttpPhase;
+  /** The peer's FIN was seen by the app (before capture). */
+  peerEof: boolean;
+  /** Requests answered so far on this connection (position in the request queue). */
+  served: number;
+  /** Request body bytes still to drop (Body phase). */
+  bodyLeft: number;
+  /** The response decided or in progress (Body and Respond phases). */
+  response: HttpResponseState | null;
+  headWritten: boolean;
+  /** Body bytes already handed to the socket (the pattern offset for /bytes). */
+  bodyOffset: number;
+  /** Bytes pulled from the socket and not consumed by the parser yet (next pipelined requests, partial head). */
+  buffered: Buffer;
+}
+
+const FRESH: HttpState = {
+  phase: HttpPhase.Head, peerEof: false, served: 0, bodyLeft: 0, response: null, headWritten: false, bodyOffset: 0,
+  buffered: Buffer.alloc(0),
+};
+
+class HttpSession {
+  readonly hooks: MigrationHooks;
+  #sock: Duplex;
+  #conf: Conf;
+  #s: HttpState;
+  #frozen = false;
+  #waitingDrain = false;
+  #pumping = false;
+  #turn = 0; // bytes written in this turn
+  #yielded = false;
+
+  constructor(sock: Duplex, conf: Conf, state: HttpState) {
+    this.#sock = sock;
+    this.#conf = conf;
+    this.#s = { ...state };
+    this.hooks = {
+      capture: () => {
+        this.#frozen = true;
+        // Nothing is half-written: every write is one synchronous sock.write() and the state already
+        // counts it, so the state is exact now even if the socket is in backpressure.
+        return Promise.resolve(encodeHttpState(this.#s));
+      },
+      abort: () => {
+        if (!this.#frozen) return;
+        this.#frozen = false;
+        this.#pump();
+      },
+    };
+    sock.on('readable', () => this.#pump());
+    sock.on('end', () => this.#pump());
+    sock.on('drain', () => {
+      this.#waitingDrain = false;
+      this.#pump();
+    });
+    sock.on('error', () => sock.destroy());
+    this.#pump();
+  }
+
+  #pump(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    this.#turn = 0;
+    try {
+      while (!this.#frozen && !this.#waitingDrain && this.#s.phase !== HttpPhase.Done && this.#step()) {
+        if (this.#turn >= TURN_BYTES) {
+          this.#yield();
+          break;
+        }
+      }
+      if (!this.#frozen && this.#s.phase === HttpPhase.Done) this.#discard();
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** Done: input is dropped so the peer's FIN is seen and the socket can close (autoDestroy). */
+  #discard(): void {
+    this.#s.buffered = Buffer.alloc(0);
+    while (!this.#sock.destroyed && this.#sock.read() !== null);
+  }
+
+  /** Carries on in a later turn (a capture in between simply finds the state as it is now). */
+  #yield(): void {
+    if (this.#yielded) return;
+    this.#yielded = true;
+    setImmediate(() => {
+      this.#yielded = false;
+      this.#pump();
+    });
+  }
+
+  /** One transition; false when it has to wait for input. */
+  #step(): boolean {
+    switch (this.#s.phase) {
+      case HttpPhase.Head: return this.#stepHead();
+      case HttpPhase.Body: return this.#stepBody();
+      case HttpPhase.Respond: return this.#stepRespond();
+      default: return false;
+    }
+  }
+
+  /** Pulls available input into the parser's buffer, up to the read-ahead limit; true if any came. */
+  #fill(): boolean {
+    const s = this.#s;
+    let got = false;
+    while (s.buffered.length < this.#conf.readAhead) {
+      const room = this.#conf.readAhead - s.buffered.length;
+      const d = (this.#sock.readableLength > room ? this.#sock.read(room) : this.#sock.read()) as Buffer | string | null;
+      if (d === null) break;
+      const b = typeof d === 'string' ? Buffer.from(d, 'latin1') : d;
+      s.buffered = s.buffered.length === 0 ? b : Buffer.concat([s.buffered, b]);
+      got = true;
+    }
+    if (this.#sock.readableEnded) s.peerEof = true;
+    return got;
+  }
+
+  #consume(n: number): void {
+    this.#s.buffered = this.#s.buffered.subarray(n);
+  }
+
+  #finish(end: boolean): void {
+    if (end && !this.#sock.destroyed && !this.#sock.writableEnded) this.#sock.end();
+    this.#s.phase = HttpPhase.Done;
+  }
+
+  #stepHead(): boolean {
+    const s = this.#s;
+    // Tolerate stray CRLFs between pipelined requests (RFC 9112 §2.2).
+    let skip = 0;
+    while (s.buffered[skip] === 0x0d && s.buffered[skip + 1] === 0x0a) skip += 2;
+    if (skip > 0) this.#consume(skip);
+    const end = s.buffered.indexOf(CRLFCRLF);
+    if (end < 0) {
+      if (s.buffered.length > this.#conf.maxHeaderBytes) return this.#startError(431);
+      if (this.#fill()) return true;
+      // Clean end between requests; a partial request at EOF is dropped like any server does.
+      if (s.peerEof) this.#finish(true);
+      return false;
+    }
+    if (end > this.#conf.maxHeaderBytes) return this.#startError(431);
+    const text = s.buffered.subarray(0, end).toString('latin1');
+    this.#consume(end + 4);
+    const parsed = parseHead(text);
+    if (parsed.kind === 'error') return this.#startError(parsed.status);
+    s.response = route(parsed.req, wantsKeepAlive(parsed.req), this.#conf);
+    s.bodyLeft = parsed.bodyLength;
+    s.phase = HttpPhase.Body;
+    return true;
+  }
+
+  #startError(status: number): boolean {
+    const s = this.#s;
+    this.#conf.onRequest?.('-', '-', status);
+    s.response = errorResponse(status);
+    s.bodyLeft = 0;
+    s.phase = HttpPhase.Respond;
+    return true;
+  }
+
+  /** Request bodies are read and dropped. */
+  #stepBody(): boolean {
+    const s = this.#s;
+    if (s.bodyLeft === 0) {
+      s.phase = HttpPhase.Respond;
+      return true;
+    }
+    if (s.buffered.length === 0 && !this.#fill()) {
+      if (s.peerEof) {
+        this.#sock.destroy(); // the request never completed
+        s.phase = HttpPhase.Done;
+      }
+      return false;
+    }
+    const n = Math.min(s.bodyLeft, s.buffered.length);
+    this.#consume(n);
+    s.bodyLeft -= n;
+    return true;
+  }
+
+  /** Hands bytes to the socket; the state has already counted them. False when the socket is gone. */
+  #write(data: Buffer): boolean {
+    const sock = this.#sock;
+    if (sock.destroyed || sock.writableEnded) {
+      this.#s.phase = HttpPhase.Done;
+      return false;
+    }
+    this.#turn += data.length;
+    if (!sock.write(data)) this.#waitingDrain = true;
+    return true;
+  }
+
+  #stepRespond(): boolean {
+    const s = this.#s;
+    const r = s.response!;
+    const total = r.isHead ? 0 : bodyLength(r);
+    if (!s.headWritten) {
+      // Head and a small text body go out in one write, as one segment.
+      const h = headBytes(r);
+      const text = typeof r.body === 'number' ? 0 : total - s.bodyOffset;
+      s.headWritten = true;
+      s.bodyOffset += text;
+      return this.#write(text > 0 ? Buffer.concat([h, bodySlice(r, s.bodyOffset - text, text)]) : h);
+    }
+    if (s.bodyOffset < total) {
+      const len = Math.min(this.#conf.chunkSize, total - s.bodyOffset);
+      const off = s.bodyOffset;
+      s.bodyOffset += len;
+      return this.#write(bodySlice(r, off, len));
+    }
+    s.served++;
+    s.response = null;
+    s.headWritten = false;
+    s.bodyOffset = 0;
+    if (r.keepAlive) s.phase = HttpPhase.Head;
+    else this.#finish(true);
+    return true;
+  }
+}
+
+// ---- the state format -------------------------------------------------------------------------
+//
+// Little-endian, version 1:
+//   0  4  magic "CPHT"
+//   4  2  version (1)
+//   6  1  phase: 0 head, 1 body, 2 respond, 3 done
+//   7  1  flags: bit0 peer EOF seen, bit1 response head written, bit2 keep-alive, bit3 HEAD request,
+//               bit4 text body (else pattern body); bits 5..7 zero
+//   8  8  requests answered so far (the request queue position)
+//  16  8  request body bytes still to drop (phase 1 only, else 0)
+//  24  2  response status (phases 1, 2: 100..599; else 0)
+//  26  1  response HTTP/1.minor (0 or 1)
+//  27  1  reserved (0)
+//  28  8  response body length (N of /bytes/N, or the text length <= 1024)
+//  36  8  body bytes already written (<= body length; 0 unless the head was written; 0 for HEAD)
+//  44  T  text body (T = body length when bit4 is set, else 0)
+//  ..  4  B = buffered request bytes (<= 4 MiB)
+//  ..  B  the bytes pulled from the socket and not yet parsed
+// Nothing may follow. Phases 0 and 3 carry no response: status, minor, lengths and bits 1..4 are zero.
+// An empty state means a fresh connection (a runtime that migrated it without asking the app).
+
+const HTTP_MAGIC = 'CPHT';
+const HTTP_VERSION = 1;
+const F_EOF = 1;
+const F_HEAD_WRITTEN = 2;
+const F_KEEP_ALIVE = 4;
+const F_HEAD_REQUEST = 8;
+const F_TEXT = 16;
+const HTTP_FIXED = 48;
+
+export function encodeHttpState(s: HttpState): Uint8Array {
+  const r = s.response;
+  const text = r !== null && typeof r.body !== 'number' ? r.body : null;
+  let flags = s.peerEof ? F_EOF : 0;
+  if (r !== null) {
+    if (s.headWritten) flags |= F_HEAD_WRITTEN;
+    if (r.keepAlive) flags |= F_KEEP_ALIVE;
+    if (r.isHead) flags |= F_HEAD_REQUEST;
+    if (text !== null) flags |= F_TEXT;
+  }
+  const w = new StateWriter(HTTP_FIXED + (text?.length ?? 0) + s.buffered.length);
+  w.raw(Buffer.from(HTTP_MAGIC, 'latin1')).u16(HTTP_VERSION).u8(s.phase).u8(flags);
+  w.u64(s.served).u64(s.bodyLeft);
+  w.u16(r?.status ?? 0).u8(r?.minor ?? 0).u8(0);
+  w.u64(r === null ? 0 : bodyLength(r)).u64(r === null ? 0 : s.bodyOffset);
+  if (text !== null) w.raw(text);
+  w.u32(s.buffered.length).raw(s.buffered);
+  return w.done();
+}
+
+/** Validates and decodes a captured HTTP state (throws AppStateError, code ERR_APP_STATE). */
+export function decodeHttpState(bytes: Uint8Array): HttpState {
+  if (bytes instanceof Uint8Array && bytes.length === 0) return { ...FRESH };
+  const rd = new StateReader(bytes, 'http');
+  rd.magic(HTTP_MAGIC);
+  const version = rd.u16('version');
+  if (version !== HTTP_VERSION) rd.fail(`unsupported version ${version}`);
+  const phase = rd.u8('phase');
+  if (phase > HttpPhase.Done) rd.fail(`bad phase ${phase}`);
+  const flags = rd.u8('flags');
+  if ((flags & ~0x1f) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
+  const served = rd.u64('served');
+  const bodyLeft = rd.u64('bodyLeft');
+  const status = rd.u16('status');
+  const minor = rd.u8('minor');
+  if (rd.u8('reserved') !== 0) rd.fail('reserved byte not zero');
+  const length = rd.u64('body length');
+  const bodyOffset = rd.u64('body offset');
+  const hasResponse = phase === HttpPhase.Body || phase === HttpPhase.Respond;
+  let response: HttpResponseState | null = null;
+  if (hasResponse) {
+    if (status < 100 || status > 599) rd.fail(`bad status ${status}`);
+    if (minor > 1) rd.fail(`bad HTTP minor version ${minor}`);
+    const isHead = (flags & F_HEAD_REQUEST) !== 0;
+    const headWritten = (flags & F_HEAD_WRITTEN) !== 0;
+    if (bodyOffset > length) rd.fail(`body offset ${bodyOffset} beyond body length ${length}`);
+    if (bodyOffset > 0 && (!headWritten || isHead)) rd.fail('body bytes written without a head or for HEAD');
+    if (phase === HttpPhase.Body && (headWritten || bodyLeft === 0)) rd.fail('body phase with a written head or nothing to drop');
+    let body: Buffer | number = length;
+    if ((flags & F_TEXT) !== 0) {
+      if (length > MAX_TEXT_BODY) rd.fail(`text body of ${length} bytes`);
+      body = rd.raw(length, 'text body');
+    }
+    response = { status, minor, keepAlive: (flags & F_KEEP_ALIVE) !== 0, isHead, body };
+  } else if ((flags & ~F_EOF) !== 0 || status !== 0 || minor !== 0 || length !== 0 || bodyOffset !== 0 || bodyLeft !== 0) {
+    rd.fail(`phase ${phase} carries response fields`);
+  }
+  if (phase === HttpPhase.Respond && bodyLeft !== 0) rd.fail('respond phase with request body left');
+  const n = rd.u32('buffered length');
+  if (n > MAX_STATE_BYTES) rd.fail(`buffered length ${n} over ${MAX_STATE_BYTES}`);
+  const buffered = rd.raw(n, 'buffered bytes');
+  rd.end();
+  return {
+    phase, peerEof: (flags & F_EOF) !== 0, served, bodyLeft, response,
+    headWritten: hasResponse && (flags & F_HEAD_WRITTEN) !== 0, bodyOffset, buffered,
+  };
+}
+
+export { AppStateError };
