@@ -3,7 +3,7 @@
     {
       "target_name": "capybara",
       "sources": [
-        "<!@(ls -1 native/addon/*.cc native/*.c native/wire/*.c native/tcp/*.c native/dev/*.c | grep -v 'native/dev/xsk.c' )",
+        "<!@(ls -1 native/addon/*.cc native/*.c native/wire/*.c native/tcp/*.c native/dev/*.c native/apps/*.c | grep -v 'native/dev/xsk.c' )",
         "<!@(pkg-config --exists libxdp libbpf && echo native/dev/xsk.c || true)"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "native"],

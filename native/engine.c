@@ -32,7 +32,9 @@ struct cpb_engine {
   struct cpb_tcp *tcp;
   cpb_notify_fn notify;
   void *notify_ctx;
-  uint32_t spin_us;
+  _Atomic uint32_t spin_us;
+  uint32_t max_flows;
+  struct cpb_native *native; /* NULL until the first native listener: then every event passes through it */
   struct cpb_stack stack; /* large (TX buffers): last */
 };
 
@@ -84,7 +86,14 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-/* Takes the lock for one round of work: input, timers, output. Returns whether events are pending. */
+/* Events for the application: with native apps, the ones they left (native/apps/native.h). */
+static bool app_has_events(const struct cpb_engine *e) {
+  return e->native ? cpb_native_has_events(e->native, e->tcp) : tcp_has_events(e->tcp);
+}
+
+/* Takes the lock for one round of work: input, native apps, timers, output. Returns whether events are
+ * pending for the application. Native apps answer between input and poll, so a reply leaves in the same
+ * TX burst as the ACK of its request. */
 static bool run_round(struct cpb_engine *e, struct cpb_frame *rx, int n) {
   pthread_mutex_lock(&e->lock);
   e->sleeping = false;
@@ -93,8 +102,12 @@ static bool run_round(struct cpb_engine *e, struct cpb_frame *rx, int n) {
   for (int i = 0; i < n; i++) cpb_stack_input(&e->stack, rx[i].data, rx[i].len, now);
   if (n > 0) e->dev->ops->rx_release(e->dev, rx, n);
   atomic_store_explicit(&e->kicked, false, memory_order_relaxed);
-  atomic_store_explicit(&e->next_due, cpb_stack_poll(&e->stack, now), memory_order_relaxed);
-  bool events = tcp_has_events(e->tcp);
+  if (e->native) cpb_native_round(e->native, e->tcp, now);
+  cpb_time_t next = cpb_stack_poll(&e->stack, now);
+  /* Timers may have raised native events (a reset, a timeout): handle them now, not on the JS thread. */
+  if (e->native && cpb_native_round(e->native, e->tcp, now) > 0) next = cpb_stack_poll(&e->stack, now);
+  atomic_store_explicit(&e->next_due, next, memory_order_relaxed);
+  bool events = app_has_events(e);
   pthread_mutex_unlock(&e->lock);
   return events;
 }
@@ -136,7 +149,7 @@ static void *engine_main(void *arg) {
     }
     cpb_time_t app = atomic_load_explicit(&e->last_app, memory_order_relaxed);
     if (app > last_work) last_work = app;
-    if (now - last_work < e->spin_us) {
+    if (now - last_work < atomic_load_explicit(&e->spin_us, memory_order_relaxed)) {
       cpu_relax();
       continue;
     }
@@ -170,11 +183,28 @@ void cpb_engine_leave(struct cpb_engine *e) {
       e->sleep_until = next;
     }
   }
-  bool events = tcp_has_events(e->tcp);
+  bool events = app_has_events(e);
   pthread_mutex_unlock(&e->lock);
   if (must_wake) wake(e);
   if (events) e->notify(e->notify_ctx);
 }
+
+int cpb_engine_listen_native(struct cpb_engine *e, uint16_t port, uint32_t backlog, const struct cpb_native_app *app,
+                             uint64_t *listener_id) {
+  if (!app) return -EINVAL;
+  if (!e->native && !(e->native = cpb_native_new(e->max_flows))) return -ENOMEM;
+  return cpb_native_listen(e->native, e->tcp, port, backlog, app, listener_id);
+}
+
+bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev) {
+  return e->native ? cpb_native_next_event(e->native, e->tcp, e->stack.now, ev) : tcp_next_event(e->tcp, ev);
+}
+
+void cpb_engine_set_spin_us(struct cpb_engine *e, uint32_t spin_us) {
+  atomic_store_explicit(&e->spin_us, spin_us, memory_order_relaxed);
+}
+
+const struct cpb_native *cpb_engine_native(struct cpb_engine *e) { return e->native; }
 
 struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e) { return e->tcp; }
 struct cpb_stack *cpb_engine_stack(struct cpb_engine *e) { return &e->stack; }
@@ -194,6 +224,7 @@ static void device_uri(const struct cpb_engine_config *cfg, char *out, size_t le
 }
 
 static void teardown(struct cpb_engine *e) {
+  cpb_native_free(e->native);
   if (e->tcp) {
     tcp_fini(e->tcp);
     free(e->tcp);
@@ -239,6 +270,7 @@ int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cf
     struct tcp_config tc = cfg->tcp;
     tc.local_ip = sc.ip;
     if (tc.max_flows > cfg->arena.slots) tc.max_flows = cfg->arena.slots;
+    e->max_flows = tc.max_flows;
     e->tcp = calloc(1, tcp_sizeof());
     rc = e->tcp ? tcp_init(e->tcp, &e->arena, &tc, &e->stack.ipout) : -ENOMEM;
     if (rc != 0) {

@@ -6,6 +6,7 @@
  * (uv_async_send in the addon), which coalesces. */
 #ifndef CPB_ENGINE_H
 #define CPB_ENGINE_H
+#include "apps/native.h"
 #include "arena.h"
 #include "dev/dev.h"
 #include "stack.h"
@@ -36,6 +37,19 @@ void cpb_engine_stop(struct cpb_engine *e);
 cpb_time_t cpb_engine_enter(struct cpb_engine *e);
 void cpb_engine_leave(struct cpb_engine *e);
 struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e);
+
+/* Native apps (apps/native.h), between enter and leave. listen_native binds a new listener to app: its
+ * flows are accepted and served on the engine thread and never reach the application. Returns 0 or
+ * -errno (-EADDRINUSE, -ENOSPC, -ENOMEM). Once one exists, the application must take events through
+ * cpb_engine_next_event (the engine moves the application's events to a ring of its own). */
+int cpb_engine_listen_native(struct cpb_engine *e, uint16_t port, uint32_t backlog, const struct cpb_native_app *app,
+                             uint64_t *listener_id);
+/* The next event for the application (tcp_next_event when there are no native apps); false when none. */
+bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev);
+/* NULL until the first native listener. */
+const struct cpb_native *cpb_engine_native(struct cpb_engine *e);
+/* Busy-poll time after the last activity; takes effect at once (any thread, no lock needed). */
+void cpb_engine_set_spin_us(struct cpb_engine *e, uint32_t spin_us);
 struct cpb_stack *cpb_engine_stack(struct cpb_engine *e);
 struct cpb_arena *cpb_engine_arena(struct cpb_engine *e);
 struct cpb_dev *cpb_engine_dev(struct cpb_engine *e);

@@ -1,5 +1,7 @@
 // rtt: TCP ping-pong latency measured by sockperf from the testbed's client namespace, against
 //   capybara  `capybara serve sockperf --on hostA` (the stack on xdp:a0, 10.77.1.10)
+//   capybara-native  `capybara serve sockperf --native --on hostA`: the same stack, with the responder in C
+//             on the engine thread (native/apps/sockperf.c), so the stack's own latency shows without JS
 //   kernel    `sockperf server --tcp` in hostA on the kernel's address (10.77.1.2): C on Linux TCP
 //   node      the same sockperf responder app capybara runs, over Node `net` on the kernel's address
 // One target runs at a time (its server started, measured for every message size, stopped), so the
@@ -11,10 +13,12 @@ import type { BenchContext } from './context.js';
 import { fmt, fmtRatio, markdownTable, parseSockperf, ratio, type SockperfLatency } from './format.js';
 import { kernelListening, runTool, withServer, type ServerSpec } from './proc.js';
 
-export const RTT_TARGETS = ['capybara', 'kernel', 'node'] as const;
+export const RTT_TARGETS = ['capybara', 'capybara-native', 'kernel', 'node'] as const;
 export type RttTarget = (typeof RTT_TARGETS)[number];
+/** The rows compared with the baselines. */
+const CAPYBARA_ROWS = ['capybara', 'capybara-native'] as const;
 
-const PORTS: Record<RttTarget, number> = { capybara: 7007, kernel: 7008, node: 7009 };
+const PORTS: Record<RttTarget, number> = { capybara: 7007, kernel: 7008, node: 7009, 'capybara-native': 7010 };
 
 interface RttRun {
   target: RttTarget;
@@ -33,6 +37,14 @@ function serverSpec(ctx: BenchContext, target: RttTarget): ServerSpec {
         name: 'capybara',
         cmd: process.execPath,
         args: [ctx.cli, 'serve', 'sockperf', '--on', 'hostA', '--port', String(PORTS.capybara), '--name', 'bench-rtt'],
+        readyLine: /listening on/,
+        readyTimeoutMs: 30_000,
+      };
+    case 'capybara-native':
+      return {
+        name: 'capybara-native',
+        cmd: process.execPath,
+        args: [ctx.cli, 'serve', 'sockperf', '--native', '--on', 'hostA', '--port', String(PORTS['capybara-native']), '--name', 'bench-rtt'],
         readyLine: /listening on/,
         readyTimeoutMs: 30_000,
       };
@@ -55,7 +67,7 @@ function serverSpec(ctx: BenchContext, target: RttTarget): ServerSpec {
 
 function targetIp(ctx: BenchContext, target: RttTarget): string {
   const h = ctx.plan.hosts.hostA;
-  return target === 'capybara' ? h.ip : h.kernelIp;
+  return target === 'capybara' || target === 'capybara-native' ? h.ip : h.kernelIp;
 }
 
 export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: Record<string, unknown> }> {
@@ -79,15 +91,21 @@ export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: 
 
   const get = (t: RttTarget, size: number) => runs.find((r) => r.target === t && r.messageSize === size)?.latency;
   const keys = ['p50Us', 'p90Us', 'p99Us', 'p999Us', 'maxUs'] as const;
-  const ratios: Record<string, Record<string, { vsKernel: number | null; vsNode: number | null }>> = {};
-  for (const size of sizes) {
-    const c = get('capybara', size);
-    const k = get('kernel', size);
-    const n = get('node', size);
-    const row: Record<string, { vsKernel: number | null; vsNode: number | null }> = {};
-    for (const key of keys) row[key] = { vsKernel: ratio(c?.[key], k?.[key]), vsNode: ratio(c?.[key], n?.[key]) };
-    ratios[`${size}`] = row;
-  }
+  type Ratios = Record<string, Record<string, { vsKernel: number | null; vsNode: number | null }>>;
+  const ratiosOf = (t: (typeof CAPYBARA_ROWS)[number]): Ratios => {
+    const out: Ratios = {};
+    for (const size of sizes) {
+      const c = get(t, size);
+      const k = get('kernel', size);
+      const n = get('node', size);
+      const row: Ratios[string] = {};
+      for (const key of keys) row[key] = { vsKernel: ratio(c?.[key], k?.[key]), vsNode: ratio(c?.[key], n?.[key]) };
+      out[`${size}`] = row;
+    }
+    return out;
+  };
+  const ratios = ratiosOf('capybara');
+  const ratiosNative = ratiosOf('capybara-native');
 
   const rows: (string | number)[][] = [];
   for (const size of sizes) {
@@ -95,8 +113,11 @@ export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: 
       const l = get(t, size)!;
       rows.push([`${size} B`, t, fmt(l.p50Us), fmt(l.p90Us), fmt(l.p99Us), fmt(l.p999Us), fmt(l.maxUs), l.observations]);
     }
-    for (const [vs, label] of [['vsKernel', 'capybara / kernel'], ['vsNode', 'capybara / node']] as const) {
-      rows.push([`${size} B`, `**${label}**`, ...keys.map((k) => fmtRatio(ratios[`${size}`]![k]![vs])), '']);
+    for (const [r, t] of [[ratios, 'capybara'], [ratiosNative, 'capybara-native']] as const) {
+      if (t === 'capybara-native' && !targets.includes(t)) continue;
+      for (const [vs, base] of [['vsKernel', 'kernel'], ['vsNode', 'node']] as const) {
+        rows.push([`${size} B`, `**${t} / ${base}**`, ...keys.map((k) => fmtRatio(r[`${size}`]![k]![vs])), '']);
+      }
     }
   }
   const h = ctx.plan.hosts.hostA;
@@ -104,7 +125,8 @@ export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: 
     '# rtt: TCP ping-pong round trip (µs, lower is better)',
     '',
     `sockperf ping-pong --tcp --full-rtt, ${seconds} s per run, from netns \`${ctx.plan.client.ns}\` (${ctx.plan.client.ip}) through the \`lb\` router to hostA.`,
-    `capybara: \`capybara serve sockperf\` on ${h.device} (${h.ip}); kernel: \`sockperf server --tcp\` on ${h.kernelIp};`,
+    `capybara: \`capybara serve sockperf\` on ${h.device} (${h.ip}), the responder in JS; capybara-native: the same with`,
+    `\`--native\`, the responder in C on the engine thread (no JS per message); kernel: \`sockperf server --tcp\` on ${h.kernelIp};`,
     `node: the same sockperf responder app over Node \`net\` on ${h.kernelIp}. One server runs at a time.`,
     '',
     markdownTable(['msg', 'server', 'p50', 'p90', 'p99', 'p99.9', 'max', 'samples'], rows),
@@ -115,6 +137,7 @@ export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: 
     config: { targets, seconds, messageSizes: sizes, ports: PORTS, client: ctx.plan.client.ip, tool: 'sockperf ping-pong --tcp --full-rtt' },
     runs,
     ratios,
+    ratiosNative,
   };
   return { dir: ctx.write('rtt', result, summary), result };
 }

@@ -49,6 +49,10 @@ export declare class Engine {
   // a sentence in .message when the device cannot be opened.
   constructor(opts: EngineOptions, onEvents: (events: number[]) => void);
   listen(port: number, backlog: number): number;          // listener id, or throws ('EADDRINUSE')
+  // A listener served on the engine thread by a native C app (native/apps/): its flows are accepted and
+  // answered there and never reach onEvents. Listener id, or throws ('EADDRINUSE', 'EINVAL' unknown app).
+  listenNative(port: number, backlog: number, app: 'echo' | 'sockperf'): number;
+  setSpinUs(us: number): void;                            // engine busy-poll time after activity (default 50)
   unlisten(listenerId: number): void;
   accept(listenerId: number): number;                     // flow id, or -11 (EAGAIN)
   connect(host: string, port: number, localPort: number): number; // flow id, or throws

@@ -119,6 +119,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return DefineClass(env, "Engine",
                        {
                            InstanceMethod("listen", &EngineWrap::Listen),
+                           InstanceMethod("listenNative", &EngineWrap::ListenNative),
+                           InstanceMethod("setSpinUs", &EngineWrap::SetSpinUs),
                            InstanceMethod("unlisten", &EngineWrap::Unlisten),
                            InstanceMethod("accept", &EngineWrap::Accept),
                            InstanceMethod("connect", &EngineWrap::Connect),
@@ -230,7 +232,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     std::vector<double> evs;
     cpb_engine_enter(engine_);
     struct tcp_event ev;
-    while (tcp_next_event(cpb_engine_tcp(engine_), &ev)) {
+    while (cpb_engine_next_event(engine_, &ev)) {
       evs.push_back((double)ev.type);
       evs.push_back((double)ev.id);
       evs.push_back((double)ev.err);
@@ -289,6 +291,33 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       return info.Env().Undefined();
     }
     return Napi::Number::New(info.Env(), (double)lid);
+  }
+
+  // A listener whose flows the engine serves itself with a native app (native/apps/): no events for them.
+  Napi::Value ListenNative(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    std::string name = info[2].ToString().Utf8Value();
+    const struct cpb_native_app *app = cpb_native_app_find(name.c_str());
+    if (!app) {
+      errno_error(info.Env(), -EINVAL, "unknown native app \"" + name + "\"").ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    uint64_t lid = 0;
+    cpb_engine_enter(engine_);
+    int rc = cpb_engine_listen_native(engine_, (uint16_t)info[0].As<Napi::Number>().Uint32Value(),
+                                      info[1].As<Napi::Number>().Uint32Value(), app, &lid);
+    cpb_engine_leave(engine_);
+    if (rc != 0) {
+      errno_error(info.Env(), rc, rc == -EADDRINUSE ? "port already in use" : strerror(-rc)).ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+    return Napi::Number::New(info.Env(), (double)lid);
+  }
+
+  Napi::Value SetSpinUs(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    cpb_engine_set_spin_us(engine_, info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
   }
 
   Napi::Value Unlisten(const Napi::CallbackInfo &info) {

@@ -5,16 +5,21 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { PLAN, isHostName, mountBpffs, status as testbedStatus } from '../../dataplane/testbed.js';
 import { AdminServer, stackAdminHandlers } from '../admin.js';
-import { APPS, isAppName } from '../apps/index.js';
+import { APPS, isAppName, serveResumable } from '../apps/index.js';
 import { intOpt, onePositional, str, type Command, type Io } from '../cli.js';
-import { CapybaraError, UsageError } from '../errors.js';
+import { CapybaraError, UsageError, fromAddonError } from '../errors.js';
 import { packageRoot } from '../native.js';
 import { Stack } from '../stack.js';
+import { DEFAULT_BACKLOG } from '../server.js';
 import type { Connection } from '../connection.js';
 import { balancerSteering, defaultKeyPath, loadClusterKey, parsePeers } from '../migration/cluster.js';
 import type { MigrationPeer } from '../migration/migrator.js';
 
 export const DEFAULT_NAME = 'default';
+/** Apps that also exist in C (native/apps/) and can run on the engine thread with --native. */
+export const NATIVE_APPS = ['echo', 'sockperf'] as const;
+type NativeApp = (typeof NATIVE_APPS)[number];
+const isNativeApp = (a: string): a is NativeApp => (NATIVE_APPS as readonly string[]).includes(a);
 
 /** Resolves on the first SIGINT or SIGTERM. */
 export function waitForSignal(): Promise<NodeJS.Signals> {
@@ -58,7 +63,7 @@ async function reexecInHost(host: string, args: string[]): Promise<number> {
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'run an app (echo, discard, http, sockperf) on a capybara stack until SIGINT/SIGTERM',
-  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--name NAME] [--json]',
+  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--name NAME] [--native] [--spin-us N] [--json]',
   help: `Apps:
   echo      every byte comes back (default port 7)
   discard   bytes are dropped (default port 9)
@@ -78,6 +83,9 @@ Options:
   --port N         port to listen on
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
+  --native         run the app in C on the engine thread (echo, sockperf): no JavaScript per request;
+                   its connections are not JS Connections, so they do not migrate
+  --spin-us N      how long the engine busy-polls after activity before sleeping (default 50)
   --json           print the listening line as JSON
 
 With --on, the VIP and the other testbed hosts as peers are set too, so "capybara ctl --on hostA migrate
@@ -93,11 +101,16 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     'cluster-key': { type: 'string' },
     port: { type: 'string' },
     name: { type: 'string' },
+    native: { type: 'boolean' },
+    'spin-us': { type: 'string' },
   },
   async run(positionals, values, io) {
     const app = onePositional(positionals, Object.keys(APPS), 'app');
     if (!isAppName(app)) throw new UsageError(`unknown app "${app}"`);
     const port = intOpt(values, 'port', 1, 65535) ?? APPS[app].defaultPort;
+    const native = values.native === true;
+    if (native && !isNativeApp(app)) throw new UsageError(`--native runs ${NATIVE_APPS.join(', ')} (got "${app}")`);
+    const spinUs = intOpt(values, 'spin-us', 0, 1_000_000);
     const on = str(values, 'on');
     let device = str(values, 'device');
     let address = str(values, 'address');
@@ -114,6 +127,8 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
       if (mac) args.push('--mac', mac);
       const key = str(values, 'cluster-key');
       if (key) args.push('--cluster-key', key);
+      if (native) args.push('--native');
+      if (spinUs !== undefined) args.push('--spin-us', String(spinUs));
       if (values.json) args.push('--json');
       return reexecInHost(on, args);
     }
@@ -124,6 +139,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     return serve({
       app, port, device, address, gateway, mac: str(values, 'mac'), vip: str(values, 'vip'), name, json: values.json === true,
       peers: peersOpt === undefined ? undefined : parsePeers(peersOpt), clusterKey: str(values, 'cluster-key'),
+      native, spinUs,
     }, io);
   },
 };
@@ -140,6 +156,19 @@ export interface ServeParams {
   clusterKey?: string | undefined;
   name: string;
   json: boolean;
+  /** Serve with the C app on the engine thread (echo, sockperf). */
+  native?: boolean;
+  spinUs?: number | undefined;
+}
+
+/** Binds the port to the engine's own copy of the app: its flows never reach JS. */
+function listenNative(stack: Stack, p: ServeParams): void {
+  if (!isNativeApp(p.app)) throw new UsageError(`--native runs ${NATIVE_APPS.join(', ')} (got "${p.app}")`);
+  try {
+    stack.engine.listenNative(p.port, DEFAULT_BACKLOG, p.app);
+  } catch (err) {
+    throw fromAddonError(err, 'listen');
+  }
 }
 
 async function serve(p: ServeParams, io: Io): Promise<number> {
@@ -147,29 +176,17 @@ async function serve(p: ServeParams, io: Io): Promise<number> {
   const stopped = waitForSignal();
   const stack = await Stack.open({ device: p.device, address: p.address, gateway: p.gateway, mac: p.mac, vip: p.vip });
   stack.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
+  if (p.spinUs !== undefined) stack.engine.setSpinUs(p.spinUs);
   let admin: AdminServer | undefined;
   try {
-    const handler = APPS[p.app].handler();
-    const server = stack.createServer({ allowHalfOpen: true }, handler);
-    if (p.peers) {
-      stack.enableMigration({
-        name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
-        peers: p.peers, steer: await balancerSteering(),
-      });
-      // accept_migrated: the app takes over the moved connection (bytes it had not read come first).
-      server.on('migrated', (conn: Connection) => handler(conn));
+    if (p.native) {
+      listenNative(stack, p);
+    } else {
+      await listenJs(stack, p, io);
     }
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(p.port, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
     admin = await AdminServer.start({ name: p.name, handlers: stackAdminHandlers(stack, { app: p.app, port: p.port, name: p.name }) });
     if (p.json) {
-      io.out(JSON.stringify({ event: 'listening', app: p.app, address: stack.address, port: p.port, device: stack.device, name: p.name, admin: admin.path, pid: process.pid }));
+      io.out(JSON.stringify({ event: 'listening', app: p.app, address: stack.address, port: p.port, device: stack.device, name: p.name, admin: admin.path, pid: process.pid, native: p.native === true }));
     } else {
       io.out(`listening on ${stack.address}:${p.port} (device ${stack.device})`);
     }
@@ -179,4 +196,31 @@ async function serve(p: ServeParams, io: Io): Promise<number> {
     await admin?.close().catch(() => {});
     await stack.close({ timeoutMs: 1000 });
   }
+}
+
+async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<void> {
+  const spec = APPS[p.app];
+  const resumable = spec.resumable ? serveResumable(spec.resumable()) : undefined;
+  const handler = resumable ? resumable.onConnection : spec.handler();
+  const server = stack.createServer({ allowHalfOpen: true }, handler);
+  if (p.peers) {
+    stack.enableMigration({
+      name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
+      peers: p.peers, steer: await balancerSteering(),
+    });
+    // accept_migrated: the app continues the moved connection from the state its source captured
+    // (stateless apps simply start on it; bytes the source app had not read come first either way).
+    server.on('migrated', (conn: Connection, userData: Uint8Array) => {
+      if (resumable) resumable.onMigrated(conn, userData);
+      else handler(conn);
+    });
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(p.port, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
 }

@@ -54,9 +54,9 @@ function track(child: ChildProcess): () => string {
   return () => stderr;
 }
 
-/** capybara serve APP --on HOST; resolves once it printed its listening line. */
-export async function startServe(app: string, host: string, port: number, name: string, timeoutMs = 30_000): Promise<Running> {
-  const child = spawn(process.execPath, [BIN, 'serve', app, '--on', host, '--port', String(port), '--name', name, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** capybara serve APP --on HOST [...extra]; resolves once it printed its listening line. */
+export async function startServe(app: string, host: string, port: number, name: string, timeoutMs = 30_000, extra: string[] = []): Promise<Running> {
+  const child = spawn(process.execPath, [BIN, 'serve', app, '--on', host, '--port', String(port), '--name', name, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   const err = track(child);
   const r: Running = { child, info: {}, stderr: err, stop: () => stopProcess(child, 'SIGTERM', 5000) };
   try {

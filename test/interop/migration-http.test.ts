@@ -1,0 +1,79 @@
+// A 100 MB HTTP download by the kernel's curl through the VIP while the server side of the connection
+// moves between hostA and hostB every few tens of milliseconds: the http app captures where it is in the
+// response (runtime/apps/http.ts, resumable) and the target continues the body from that offset. curl must
+// see one connection, one 200, the right sha256 and no RST.
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { PLAN } from '../../dataplane/testbed.js';
+import { patternSha256 } from '../../runtime/apps/pattern.js';
+import { curlFetch } from '../../runtime/demo.js';
+import { addonSkip, netnsSkip } from '../helpers/env.js';
+import { clientFlows, migrate, other, percentile, startCapture, useLbTestbed, type Host } from '../helpers/migration.js';
+import { startServe, type Running } from '../helpers/testbed.js';
+import { delay } from '../helpers/wait.js';
+
+const skip = netnsSkip() ?? addonSkip();
+const PORT = 80;
+const BYTES = 100 * 1024 * 1024;
+
+describe('HTTP download across live migrations', { skip: skip ?? false }, () => {
+  const servers: Running[] = [];
+  let teardown: (() => Promise<void>) | undefined;
+  before(async () => {
+    teardown = await useLbTestbed();
+    for (const h of ['hostA', 'hostB'] as const) servers.push(await startServe('http', h, PORT, h));
+  });
+  after(async () => {
+    for (const s of servers) await s.stop();
+    await teardown?.();
+  });
+
+  it('100 MB with 50+ migrations: sha256 intact, one connection, no RST', async () => {
+    const cap = await startCapture();
+    try {
+      // --limit-rate spreads the body over ~6 s so that many migrations land inside it.
+      const fetching = curlFetch([`http://${PLAN.vip}/bytes/${BYTES}`], 60_000, PLAN.client.ns, ['--limit-rate', '16M']);
+      let done = false;
+      void fetching.finally(() => (done = true));
+      const blackouts: number[] = [];
+      let migrations = 0;
+      let owner: Host | null = null;
+      while (!done) {
+        if (!owner) {
+          for (const h of ['hostA', 'hostB'] as const) {
+            if ((await clientFlows(h, PORT)).some((f) => f.state === 'ESTABLISHED' && !f.frozen)) owner = h;
+          }
+          if (!owner) {
+            await delay(20);
+            continue;
+          }
+        }
+        const r = await migrate(owner, 'all');
+        if (r.migrated === 1) {
+          migrations++;
+          blackouts.push(r.timings[0]!.blackoutUs);
+          owner = other(owner);
+        } else if (r.failed > 0) {
+          assert.fail(`migration ${migrations + 1} failed: ${JSON.stringify(r.errors)}`);
+        } else {
+          owner = null; // the response finished on this host, or the flow is still in its grace here
+        }
+        await delay(60); // the old host keeps a given-away flow held for 50 ms
+      }
+      const res = await fetching;
+      process.stderr.write(`# ${migrations} migrations during the download; engine-side blackout p50 ${percentile(blackouts, 50).toFixed(0)} us, p99 ${percentile(blackouts, 99).toFixed(0)} us\n`);
+      assert.equal(res.code, 0, res.stderr);
+      assert.deepEqual(res.statuses, [200]);
+      assert.equal(res.connects, 1, 'curl opened one connection (no new handshake)');
+      assert.equal(res.bytes, BYTES);
+      assert.equal(res.sha256, patternSha256(BYTES, 1));
+      assert.ok(migrations >= 50, `only ${migrations} migrations happened during the download`);
+      await cap.stop();
+      const rsts = await cap.read(`src host ${PLAN.vip} and tcp[tcpflags] & tcp-rst != 0`);
+      assert.deepEqual(rsts, [], 'no RST from the VIP');
+    } finally {
+      await cap.stop().catch(() => {});
+      cap.cleanup();
+    }
+  });
+});
