@@ -3,8 +3,9 @@
  * This replaces DESIGN's lock-free command rings for now: with sends executed directly on the caller's
  * thread there is no command to queue, and a single lock is easy to prove correct.
  * Sleeping: after spin_us without work the thread sleeps in ppoll() on the device fd and a wake eventfd
- * until the next timer; `sleeping`/`sleep_until` are written under the lock so leave() can tell whether
- * the engine must be woken to honour a new, earlier deadline. */
+ * until the next timer; `sleeping`/`sleep_until` are set under the lock so leave() can tell whether the
+ * engine must be woken to honour a new, earlier deadline. The RX rings are read without the lock (they are
+ * the engine thread's alone); the lock is taken only for a round of work. */
 #include "engine.h"
 
 #include <poll.h>
@@ -173,10 +174,10 @@ void cpb_engine_leave(struct cpb_engine *e) {
   cpb_stack_flush(&e->stack);
   atomic_store_explicit(&e->last_app, e->stack.now, memory_order_relaxed);
   bool must_wake = false;
-  if (!e->sleeping) {
-    atomic_store_explicit(&e->kicked, true, memory_order_relaxed);
-  } else {
-    /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO). */
+  /* The engine recomputes its deadline in its next round (it keeps next_due only from its own rounds). */
+  atomic_store_explicit(&e->kicked, true, memory_order_relaxed);
+  if (e->sleeping) {
+    /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO): wake it now. */
     cpb_time_t next = cpb_stack_poll(&e->stack, e->stack.now);
     if (next < e->sleep_until) {
       must_wake = true;
