@@ -327,6 +327,7 @@ export class Connection extends Duplex implements FlowEvents {
   /** @internal The migration failed: give the unread bytes back and carry on as before. */
   _resumeAfterMigration(unread: Buffer): void {
     this.#readHeld = false;
+    if (this.destroyed) return; // closed while the migration was being prepared: nothing to give back
     if (unread.length > 0) this.unshift(unread);
     if (this.#wasFlowing) this.resume();
     this.#wasFlowing = null;
