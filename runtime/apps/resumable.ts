@@ -7,6 +7,7 @@
 // is exactly "returned by a read() the app made": nothing reaches the app behind its back while it is
 // captured, and the runtime can drain the stream's own buffer without the app seeing those bytes.
 import type { Duplex } from 'node:stream';
+import { ByteWriter } from '../../stack/bytes.js';
 import { CapybaraError } from '../errors.js';
 
 export interface MigrationHooks {
@@ -67,50 +68,11 @@ export function serveResumable(app: ResumableApp): {
   };
 }
 
-/** Little-endian writer for app states; the caller sizes it exactly. */
-export class StateWriter {
-  readonly bytes: Uint8Array;
-  #view: DataView;
-  #off = 0;
-
-  constructor(size: number) {
-    this.bytes = new Uint8Array(size);
-    this.#view = new DataView(this.bytes.buffer);
-  }
-
-  u8(v: number): this {
-    this.#view.setUint8(this.#off, v);
-    this.#off += 1;
-    return this;
-  }
-
-  u16(v: number): this {
-    this.#view.setUint16(this.#off, v, true);
-    this.#off += 2;
-    return this;
-  }
-
-  u32(v: number): this {
-    this.#view.setUint32(this.#off, v, true);
-    this.#off += 4;
-    return this;
-  }
-
-  u64(v: number): this {
-    this.#view.setBigUint64(this.#off, BigInt(v), true);
-    this.#off += 8;
-    return this;
-  }
-
-  raw(b: Uint8Array): this {
-    this.bytes.set(b, this.#off);
-    this.#off += b.length;
-    return this;
-  }
-
+/** Little-endian writer for app states (stack/bytes.ts's writer); the caller sizes it exactly. */
+export class StateWriter extends ByteWriter {
   /** The encoded state; throws if the size given to the constructor was not used up exactly. */
   done(): Uint8Array {
-    if (this.#off !== this.bytes.length) throw new Error(`state writer: wrote ${this.#off} of ${this.bytes.length} bytes`);
+    if (this.offset !== this.bytes.length) throw new Error(`state writer: wrote ${this.offset} of ${this.bytes.length} bytes`);
     return this.bytes;
   }
 }

@@ -7,10 +7,9 @@
 #include <time.h>
 
 #include "apps/native.h"
-#include "engine.h"
+#include "enginetest.h"
 #include "t.h"
 
-#define IP(a, b, c, d) (((cpb_ip4_t)(a) << 24) | ((cpb_ip4_t)(b) << 16) | ((cpb_ip4_t)(c) << 8) | (d))
 #define SRV_IP IP(10, 98, 0, 1)
 #define CLI_IP IP(10, 98, 0, 2)
 
@@ -97,34 +96,8 @@ TEST(native_app_find) {
 
 /* ---- two engines ---- */
 
-static atomic_int notified;
-static void on_notify(void *ctx) {
-  (void)ctx;
-  atomic_fetch_add(&notified, 1);
-}
-
-static void nap(void) {
-  struct timespec ts = {0, 200 * 1000};
-  nanosleep(&ts, NULL);
-}
-
 static int start(struct cpb_engine **e, const char *uri, cpb_ip4_t ip, uint8_t last_mac) {
-  struct cpb_engine_config cfg;
-  cpb_engine_config_defaults(&cfg);
-  snprintf(cfg.device, sizeof(cfg.device), "%s", uri);
-  cfg.stack.ip = ip;
-  cfg.stack.prefix_len = 24;
-  uint8_t mac[6] = {0x02, 0, 0, 0, 0x98, last_mac};
-  memcpy(cfg.stack.mac, mac, 6);
-  cfg.arena.slots = 64;
-  cfg.arena.chunks = 2048;
-  cfg.arena.try_hugepages = false;
-  cfg.tcp.time_wait_us = 1000;
-  cfg.spin_us = 20;
-  char err[256] = "";
-  int rc = cpb_engine_start(e, &cfg, on_notify, NULL, err, sizeof(err));
-  if (rc) fprintf(stderr, "  engine start %s: %s\n", uri, err);
-  return rc;
+  return start_engine(e, uri, ip, 0x98, last_mac);
 }
 
 struct pair {
