@@ -7,6 +7,7 @@ import { BenchContext, type BenchOptions } from './context.js';
 import { BenchError } from './proc.js';
 import { runBulk } from './bulk.js';
 import { runIdle } from './idle.js';
+import { runMigration } from './migration.js';
 import { runRtt } from './rtt.js';
 
 export { BenchError } from './proc.js';
@@ -18,6 +19,7 @@ export const SUITES: Readonly<Record<string, { run: SuiteFn; summary: string; ne
   rtt: { run: runRtt, summary: 'TCP ping-pong latency (sockperf): capybara vs kernel vs Node net', needsTestbed: true },
   bulk: { run: runBulk, summary: 'single-flow throughput up (discard) and down (http): capybara vs Node net vs nc', needsTestbed: true },
   idle: { run: runIdle, summary: 'memory per idle connection: capybara arena vs kernel sockets', needsTestbed: false },
+  migration: { run: runMigration, summary: 'live-migration blackout and phases: capybara vs a TCP_REPAIR kernel handoff (build/tcp_repair)', needsTestbed: true },
 });
 
 export const DEFAULT_SUITES = ['rtt', 'bulk', 'idle'] as const;

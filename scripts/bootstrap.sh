@@ -50,6 +50,11 @@ if newer_than build/steer.bpf.o native/bpf; then
   make -s -C native/bpf
 fi
 
+if newer_than build/tcp_repair perf/tcp_repair.c perf/Makefile native/dev/lbsteer.c; then
+  log "building the TCP_REPAIR baseline helper (bench migration)"
+  make -s -C perf
+fi
+
 if newer_than dist/.built runtime dataplane stack perf test bin tsconfig.json package.json; then
   log "compiling TypeScript"
   npx --no-install tsc -p .

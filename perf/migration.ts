@@ -1,0 +1,500 @@
+// migration: the client-visible blackout of a live TCP handoff between hostA and hostB behind the testbed's
+// XDP balancer (VIP 10.77.9.1), and what each phase costs, for
+//   capybara    `capybara serve echo --on hostA|hostB`, migrated by the runtimes (`migrate` on the admin
+//               socket, as `capybara demo` does): freeze, snapshot, sealed ship + adopt, steer, forward
+//   tcp_repair  the Prism-style baseline: build/tcp_repair (perf/tcp_repair.c) echoing on each host
+//               kernel's VIP, handing the kernel socket over with TCP_REPAIR (export on the source, import
+//               on the target), steering the balancer with the same bpf map update (from the target, just
+//               before it turns repair off: see perf/tcp_repair.c); what reaches the old socket meanwhile
+//               is left to the client's retransmission timer (the kernel API alone)
+//   tcp_repair_fwd  the same, plus the kernel counterpart of capybara's hold-and-forward: the source
+//               ships the bytes that reached the old socket after its snapshot to the target (right after
+//               steering and again at the end of a 50 ms grace), which appends them to its receive queue
+// Both are driven the same way: one kernel client in `client` streams 64-byte numbered messages through
+// the VIP (runtime/demo/stream-client.ts: every echo verified, every pause > 500 µs reported with its
+// start on the shared monotonic clock), the bench migrates the connection back and forth N times at a
+// fixed interval, and each migration's blackout is the client's longest pause overlapping it (the
+// method of runtime/demo.ts). Phase times are what the source reports for each migration.
+// The two halves run one after the other: capybara's XDP program owns the hosts' interfaces while its
+// runtimes run, and the kernel only sees the VIP's frames once they are gone.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { LoadBalancer } from '../dataplane/lb.js';
+import { testbedLbAttached, detachTestbedLb } from '../dataplane/lb-testbed.js';
+import { up } from '../dataplane/testbed.js';
+import { adminRequest, adminSocketPath } from '../runtime/admin.js';
+import type { BenchContext } from './context.js';
+import { fmt, fmtRatio, markdownTable, ratio } from './format.js';
+import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
+
+export const MIGRATION_TARGETS = ['capybara', 'tcp_repair', 'tcp_repair_fwd'] as const;
+export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
+
+type Host = 'hostA' | 'hostB';
+const HOSTS: readonly Host[] = ['hostA', 'hostB'];
+const other = (h: Host): Host => (h === 'hostA' ? 'hostB' : 'hostA');
+
+const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109 };
+/** Time between two migrations: long enough for a kernel retransmission timeout (200 ms) to play out. */
+const INTERVAL_MS = 300;
+/** A pause starting later than this after a migration began is not that migration's (runtime/demo.ts). */
+const ATTRIBUTION_US = 200_000;
+/** The stream client reports pauses longer than this (runtime/demo/stream-client.ts). */
+const CLIENT_GAP_US = 500;
+const AGENT_DIR = '/run/capybara-bench';
+
+/** One migration as the source reported it (µs); the phases differ between the two targets. */
+type Phases = Record<string, number>;
+
+interface StreamReport {
+  sent: number;
+  echoed: number;
+  bytes: number;
+  bad: number;
+  gaps: [number, number][];
+  error: string | null;
+}
+
+interface HalfRun {
+  target: MigrationTarget;
+  attempted: number;
+  migrated: number;
+  failures: string[];
+  /** Client-visible blackout per successful migration (µs; 0 = no pause above the client's threshold). */
+  blackoutUs: number[];
+  phases: Phases[];
+  client: Omit<StreamReport, 'gaps'> & { gapCount: number };
+  command: string[];
+  /** tcp_repair_fwd: forwards at the end of the grace (bytes that reached the old socket after steering). */
+  stragglerForwards?: number;
+}
+
+export interface Stats {
+  n: number;
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+/** Nearest-rank percentile of a sorted list (as runtime/demo.ts computes it). */
+function percentile(sorted: readonly number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export function stats(values: readonly number[]): Stats {
+  const s = [...values].sort((a, b) => a - b);
+  return { n: s.length, p50: percentile(s, 50), p90: percentile(s, 90), p99: percentile(s, 99), max: s.length ? s[s.length - 1]! : null };
+}
+
+/**
+ * Each migration's blackout: the client's longest pause that overlaps it, a pause starting at the last echo
+ * before it. A pause is attributed to the migration it overlaps that started last before the pause ended
+ * (so one long stall is never counted twice), within ATTRIBUTION_US of that migration's start.
+ */
+export function attributeBlackouts(starts: readonly number[], gaps: readonly [number, number][]): number[] {
+  return starts.map((t, i) => {
+    const next = starts[i + 1] ?? Infinity;
+    let worst = 0;
+    for (const [at, gap] of gaps) {
+      if (at <= t + ATTRIBUTION_US && at < next && at + gap >= t) worst = Math.max(worst, gap);
+    }
+    return worst;
+  });
+}
+
+/** Starts the stream client in `client`; resolves with its report when it ends. */
+function startStream(ctx: BenchContext, port: number, seconds: number): { child: ChildProcess; report: Promise<StreamReport> } {
+  const script = join(ctx.root, 'dist', 'runtime', 'demo', 'stream-client.js');
+  const child = spawn('ip', ['netns', 'exec', ctx.plan.client.ns, process.execPath, script, ctx.plan.vip, String(port), String(seconds)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const report = new Promise<StreamReport>((resolve) => {
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+    child.once('close', (code) => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as StreamReport);
+      } catch {
+        resolve({ sent: 0, echoed: 0, bytes: 0, bad: 0, gaps: [], error: `stream client exited (${code}) without a report: ${err.trim().slice(-300)}` });
+      }
+    });
+  });
+  return { child, report };
+}
+
+function summarizeClient(r: StreamReport): HalfRun['client'] {
+  const { gaps, ...rest } = r;
+  return { ...rest, gapCount: gaps.length };
+}
+
+// ---- capybara ---------------------------------------------------------------------------------
+
+interface MigrateAnswer {
+  migrated: number;
+  timings: Record<string, number>[];
+  errors: { code: string; message: string }[];
+}
+
+async function capybaraOwner(port: number): Promise<Host | null> {
+  for (const h of HOSTS) {
+    const flows = (await adminRequest({ path: adminSocketPath(h) }, { cmd: 'flows' })) as { localPort: number; state: string }[];
+    if (flows.some((f) => f.localPort === port && f.state === 'ESTABLISHED')) return h;
+  }
+  return null;
+}
+
+async function runCapybara(ctx: BenchContext, rounds: number): Promise<HalfRun> {
+  const port = PORTS.capybara;
+  const servers: RunningServer[] = [];
+  const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json`);
+  try {
+    for (const h of HOSTS) {
+      servers.push(await startServer({
+        name: `capybara ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json'],
+        readyLine: /"event":"listening"/, readyTimeoutMs: 30_000,
+      }));
+    }
+    const stream = startStream(ctx, port, streamSeconds(rounds));
+    try {
+      let from: Host | null = null;
+      for (let i = 0; i < 50 && !from; i++) {
+        await sleep(100);
+        from = await capybaraOwner(port);
+      }
+      if (!from) throw new BenchError('capybara: the client stream reached neither host');
+      await sleep(300);
+      const starts: number[] = [];
+      const phases: Phases[] = [];
+      const failures: string[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const to = other(from);
+        const t = Number(process.hrtime.bigint() / 1000n);
+        const r = (await adminRequest({ path: adminSocketPath(from) }, { cmd: 'migrate', flow: 'all', to }, 10_000).catch((e: Error) => ({
+          migrated: 0, timings: [], errors: [{ code: 'ADMIN', message: e.message }],
+        }))) as MigrateAnswer;
+        if (r.migrated === 1 && r.timings[0]) {
+          starts.push(t);
+          const p = r.timings[0];
+          phases.push({
+            capture: p.captureUs!, freeze: p.freezeUs!, snapshot: p.snapshotUs!, shipAdopt: p.shipUs!, steer: p.steerUs!,
+            release: p.releaseUs!, total: p.totalUs!, sourceBlackout: p.blackoutUs!, snapshotBytes: p.snapshotBytes!, forwardedSegments: p.forwardedSegments!,
+          });
+          from = to;
+        } else {
+          failures.push(`migration ${i + 1} ${from} -> ${to}: ${r.errors.map((e) => `${e.code} ${e.message}`).join('; ') || 'no flow'}`);
+        }
+        await sleep(INTERVAL_MS);
+      }
+      const report = await stream.report;
+      return {
+        target: 'capybara', attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
+        blackoutUs: attributeBlackouts(starts, report.gaps), phases, client: summarizeClient(report), command,
+      };
+    } finally {
+      await stopChild(stream.child);
+    }
+  } finally {
+    for (const s of servers) await s.stop();
+  }
+}
+
+function clientFailures(r: StreamReport, failures: string[]): string[] {
+  const out = [...failures];
+  if (r.error) out.push(`client: ${r.error}`);
+  if (r.bad > 0) out.push(`client: ${r.bad} echoes did not match what was sent`);
+  return out;
+}
+
+function streamSeconds(rounds: number): number {
+  return Math.ceil((rounds * (INTERVAL_MS + 20)) / 1000) + 3;
+}
+
+// ---- tcp_repair -------------------------------------------------------------------------------
+
+type AgentEvent = { event: string } & Record<string, unknown>;
+
+/** One build/tcp_repair agent in a host namespace, driven by lines on stdin, answering JSON lines. */
+class Agent {
+  readonly host: Host;
+  readonly child: ChildProcess;
+  private readonly events: AgentEvent[] = [];
+  private waiter: (() => void) | null = null;
+  private stderr = '';
+  private exited: string | null = null;
+
+  constructor(host: Host, cmd: string, args: string[]) {
+    this.host = host;
+    this.child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    createInterface({ input: this.child.stdout! }).on('line', (line) => {
+      try {
+        this.events.push(JSON.parse(line) as AgentEvent);
+      } catch {
+        this.stderr += `${line}\n`;
+      }
+      this.waiter?.();
+    });
+    this.child.stderr!.setEncoding('utf8').on('data', (d: string) => (this.stderr = (this.stderr + d).slice(-4000)));
+    this.child.on('exit', (code, sig) => {
+      this.exited = `exited with ${code ?? sig}`;
+      this.waiter?.();
+    });
+    this.child.on('error', (e) => {
+      this.exited = `failed to start: ${e.message}`;
+      this.waiter?.();
+    });
+  }
+
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  /** The next event (consumed) matching one of the names; throws on timeout or exit. */
+  async next(names: readonly string[], timeoutMs: number): Promise<AgentEvent> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.events.findIndex((e) => names.includes(e.event));
+      if (i >= 0) return this.events.splice(i, 1)[0]!;
+      if (this.exited) throw new BenchError(`tcp_repair agent on ${this.host} ${this.exited}: ${this.stderr.trim()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new BenchError(`tcp_repair agent on ${this.host}: no ${names.join('/')} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(timer);
+          this.waiter = null;
+          resolve();
+        };
+      });
+    }
+  }
+
+  /** Whether an event with that name is waiting (not consumed). */
+  has(name: string): boolean {
+    return this.events.some((e) => e.event === name);
+  }
+
+  /** How many events with that name are waiting. */
+  count(name: string): number {
+    return this.events.filter((e) => e.event === name).length;
+  }
+
+  /** "quit" (the agent removes its unix socket and exits), then SIGTERM if it has not gone within a second. */
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    this.child.stdin!.end('quit\n');
+    const deadline = Date.now() + 1000;
+    while (!this.exited && Date.now() < deadline) await sleep(20);
+    await stopChild(this.child, 2000);
+  }
+}
+
+async function runTcpRepair(ctx: BenchContext, rounds: number, forward: boolean): Promise<HalfRun> {
+  const bin = join(ctx.root, 'build', 'tcp_repair');
+  if (!existsSync(bin)) throw new BenchError(`${bin} is missing: run make -C perf`);
+  const target: MigrationTarget = forward ? 'tcp_repair_fwd' : 'tcp_repair';
+  const port = PORTS[target];
+  const lb = await LoadBalancer.open();
+  const index = new Map(lb.backends().map((b) => [b.name, b.index]));
+  mkdirSync(AGENT_DIR, { recursive: true });
+  const sock = (h: Host) => join(AGENT_DIR, `tcp_repair-${h}.sock`);
+  const agents: Agent[] = [];
+  const command: string[] = [];
+  try {
+    for (const h of HOSTS) {
+      const backend = index.get(h);
+      if (backend === undefined) throw new BenchError(`the balancer has no backend called ${h}`);
+      const args = ['agent', '--name', h, '--port', String(port), '--unix', sock(h), '--peer', sock(other(h)),
+        '--lb-map', join(lb.pinDir, 'lb_redirect'), '--backend', String(backend), '--forward', forward ? 'on' : 'off'];
+      command.push(`ip netns exec ${h} build/tcp_repair ${args.join(' ')}`);
+      const a = new Agent(h, 'ip', ['netns', 'exec', ctx.plan.hosts[h].ns, bin, ...args]);
+      agents.push(a);
+      await a.next(['listening'], 10_000);
+    }
+    for (const a of agents) {
+      a.send('link');
+      await a.next(['linked'], 5000);
+    }
+    const byHost = (h: Host) => agents[HOSTS.indexOf(h)]!;
+    const stream = startStream(ctx, port, streamSeconds(rounds));
+    try {
+      let from: Host | null = null;
+      for (let i = 0; i < 50 && !from; i++) {
+        await sleep(100);
+        from = HOSTS.find((h) => byHost(h).has('accepted')) ?? null;
+      }
+      if (!from) throw new BenchError(`${target}: the client stream reached neither host`);
+      await byHost(from).next(['accepted'], 1000);
+      await sleep(300);
+      const starts: number[] = [];
+      const phases: Phases[] = [];
+      const failures: string[] = [];
+      for (let i = 0; i < rounds; i++) {
+        const to = other(from);
+        const t = Number(process.hrtime.bigint() / 1000n);
+        byHost(from).send('migrate');
+        const r = await byHost(from).next(['migrated', 'error'], 10_000);
+        if (r.event === 'migrated') {
+          await byHost(to).next(['adopted'], 5000);
+          starts.push(t);
+          const n = (k: string) => Number(r[k]);
+          phases.push({
+            freeze: n('freezeUs'), snapshot: n('snapshotUs'), shipAdopt: n('shipUs'), adopt: n('adoptUs'), steer: n('steerUs'),
+            release: n('releaseUs'), total: n('totalUs'), snapshotBytes: n('snapshotBytes'), sndQueue: n('sndQueue'), rcvQueue: n('rcvQueue'),
+            lateBytes: n('lateBytes'), forwardedBytes: n('forwardedBytes'),
+          });
+          if (r.forwardError !== undefined) failures.push(`migration ${i + 1} ${from} -> ${to}: forward failed (${String(r.forwardError)})`);
+          if (r.steered !== true) failures.push(`migration ${i + 1} ${from} -> ${to}: not steered (${String(r.steerError ?? 'no balancer')})`);
+          from = to;
+        } else {
+          failures.push(`migration ${i + 1} ${from} -> ${to}: ${String(r.stage ?? '')} ${String(r.message)}`);
+          if (byHost(from).has('closed') || byHost(to).has('closed')) break;
+        }
+        await sleep(INTERVAL_MS);
+      }
+      const report = await stream.report;
+      await sleep(100); // the last grace ends
+      return {
+        target, attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
+        blackoutUs: attributeBlackouts(starts, report.gaps), phases, client: summarizeClient(report), command,
+        ...(forward ? { stragglerForwards: agents.reduce((n, a) => n + a.count('straggled'), 0) } : {}),
+      };
+    } finally {
+      await stopChild(stream.child);
+    }
+  } finally {
+    for (const a of agents) await a.stop();
+  }
+}
+
+// ---- the suite --------------------------------------------------------------------------------
+
+/** Phase rows of the summary: key and label (a target that does not report a phase is left out). */
+const PHASE_ROWS: [string, string][] = [
+  ['capture', 'capture (app state)'],
+  ['freeze', 'freeze'],
+  ['snapshot', 'snapshot'],
+  ['shipAdopt', 'ship + adopt'],
+  ['adopt', 'adopt (target, part of ship)'],
+  ['steer', 'steer (bpf map update)'],
+  ['release', 'forward / release'],
+  ['total', 'total (source)'],
+];
+const BASELINES = ['tcp_repair', 'tcp_repair_fwd'] as const;
+const PCTS = ['p50', 'p90', 'p99', 'max'] as const;
+
+export async function runMigration(ctx: BenchContext): Promise<{ dir: string; result: Record<string, unknown> }> {
+  const rounds = ctx.quick ? 30 : 200;
+  await ctx.testbed();
+  const lbWasAttached = await testbedLbAttached();
+  await up({ lb: 'xdp' });
+  const halves: HalfRun[] = [];
+  const targets = ctx.pick(MIGRATION_TARGETS);
+  try {
+    for (const target of targets) {
+      ctx.log(`migration: ${target}, ${rounds} migrations every ${INTERVAL_MS} ms`);
+      const half = target === 'capybara' ? await runCapybara(ctx, rounds) : await runTcpRepair(ctx, rounds, target === 'tcp_repair_fwd');
+      ctx.log(`migration: ${target}: ${half.migrated}/${half.attempted} migrated, blackout p50 ${fmt(stats(half.blackoutUs).p50, 0)} us` +
+        (half.failures.length ? `; ${half.failures.length} problem(s): ${half.failures[0]}` : ''));
+      halves.push(half);
+    }
+  } finally {
+    if (!lbWasAttached) await detachTestbedLb().catch((e: Error) => ctx.log(`migration: detaching the balancer: ${e.message}`));
+  }
+  for (const h of halves) {
+    if (h.migrated === 0) throw new BenchError(`migration: ${h.target} migrated nothing: ${h.failures.slice(0, 3).join('; ')}`);
+  }
+
+  const blackout: Partial<Record<MigrationTarget, Stats>> = {};
+  const phaseStats: Partial<Record<MigrationTarget, Record<string, Stats>>> = {};
+  for (const h of halves) {
+    blackout[h.target] = stats(h.blackoutUs);
+    const keys = [...new Set(h.phases.flatMap((p) => Object.keys(p)))];
+    phaseStats[h.target] = Object.fromEntries(keys.map((k) => [k, stats(h.phases.map((p) => p[k]!).filter((v) => Number.isFinite(v)))]));
+  }
+  const ratioOf = (a: Stats | undefined, b: Stats | undefined) => Object.fromEntries(PCTS.map((p) => [p, ratio(a?.[p], b?.[p])])) as Record<(typeof PCTS)[number], number | null>;
+  const ratios: Record<string, { blackout: Record<string, number | null>; phases: Record<string, Record<string, number | null>> }> = {};
+  for (const b of BASELINES) {
+    if (!blackout.capybara || !blackout[b]) continue;
+    ratios[`capybara/${b}`] = {
+      blackout: ratioOf(blackout.capybara, blackout[b]),
+      phases: Object.fromEntries(PHASE_ROWS.map(([k]) => [k, ratioOf(phaseStats.capybara?.[k], phaseStats[b]?.[k])]).filter(([, r]) => Object.values(r as object).some((v) => v !== null))),
+    };
+  }
+
+  const cells = (st: Stats | undefined) => PCTS.map((p) => fmt(st?.[p], 0));
+  const blackoutRows: (string | number)[][] = halves.map((h) => [h.target, ...cells(blackout[h.target]), `${h.migrated}/${h.attempted}`,
+    h.blackoutUs.filter((v) => v === 0).length, h.blackoutUs.filter((v) => v >= 150_000).length, h.failures.length]);
+  for (const [name, r] of Object.entries(ratios)) blackoutRows.push([`**${name.replace('/', ' / ')}**`, ...PCTS.map((p) => fmtRatio(r.blackout[p])), '', '', '', '']);
+
+  const phaseRows: (string | number)[][] = [];
+  for (const [key, label] of PHASE_ROWS) {
+    for (const h of halves) {
+      const st = phaseStats[h.target]?.[key];
+      if (st && st.n > 0) phaseRows.push([label, h.target, ...cells(st)]);
+    }
+    for (const [name, r] of Object.entries(ratios)) {
+      if (r.phases[key]) phaseRows.push([label, `**${name.replace('/', ' / ')}**`, ...PCTS.map((p) => fmtRatio(r.phases[key]![p]))]);
+    }
+  }
+  const p50 = (t: MigrationTarget, k: string) => fmt(phaseStats[t]?.[k]?.p50, 0);
+  const lateShare = (t: MigrationTarget) => {
+    const h = halves.find((x) => x.target === t);
+    return h ? `${h.phases.filter((p) => (p.lateBytes ?? 0) > 0).length}/${h.phases.length}` : 'n/a';
+  };
+  const stragglers = halves.find((x) => x.target === 'tcp_repair_fwd')?.stragglerForwards ?? 'n/a';
+
+  const problems = halves.flatMap((h) => h.failures.slice(0, 5).map((f) => `- ${h.target}: ${f}`));
+  const summary = [
+    '# migration: client-visible blackout of a live TCP handoff (µs, lower is better)',
+    '',
+    `One kernel TCP client in netns \`${ctx.plan.client.ns}\` streams 64-byte numbered messages (one in flight, every echo verified) to the VIP`,
+    `${ctx.plan.vip} through the XDP balancer in \`lb\`; the connection is migrated hostA <-> hostB ${rounds} times, one every ${INTERVAL_MS} ms.`,
+    'A migration\'s blackout is the longest pause between two echoes the client saw that overlaps it (the client reports pauses',
+    `above ${CLIENT_GAP_US} µs, so 0 means no pause above that), as in \`capybara demo\`. The targets run one after the other.`,
+    '',
+    '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP), `migrate` on the source runtime\'s admin socket: freeze, CTCP',
+    '  snapshot, sealed ship to the peer and adopt, redirect-table update, forward what was held (and again after a 50 ms grace).',
+    '- **tcp_repair**: the Prism-style baseline, `build/tcp_repair` (perf/tcp_repair.c) echoing on each host kernel\'s VIP: TCP_REPAIR',
+    '  on, read seqs/queues/options/window/timestamp, ship over a unix socket, rebuild the socket on the target in repair mode, the',
+    '  same redirect-table update (made by the target before it turns repair off, so the client cannot answer the new socket\'s',
+    '  first segment towards the old one, which would reject it), close the old socket silently. The client\'s message that reaches the old',
+    '  socket during the handoff is queued there unacknowledged and dies with it: the client\'s retransmission timer (>= 200 ms)',
+    `  recovers it (it happened in ${lateShare('tcp_repair')} migrations).`,
+    '- **tcp_repair_fwd**: the same plus the kernel counterpart of capybara\'s hold-and-forward: after steering, the source ships',
+    '  what reached the old socket since its snapshot to the target, which appends it to its receive queue (repair on for that',
+    `  moment); the old socket is kept 50 ms for stragglers (late bytes in ${lateShare('tcp_repair_fwd')} migrations, stragglers in ${stragglers}).`,
+    '',
+    markdownTable(['blackout', 'p50', 'p90', 'p99', 'max', 'migrated', 'no pause', '>= 150 ms', 'problems'], blackoutRows),
+    '',
+    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster. tcp_repair is bimodal: a handoff during which',
+    'no client segment reached the old socket costs about what tcp_repair_fwd costs, one that lost a segment costs the client\'s',
+    'retransmission timeout; how often that happens depends on where in the ping-pong the migration lands, so its p50 can fall on',
+    'either side from one run to the next (">= 150 ms" counts them).',
+    '',
+    '## Phases as the source reports them (µs)',
+    '',
+    markdownTable(['phase', 'target', 'p50', 'p90', 'p99', 'max'], phaseRows),
+    '',
+    `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
+    `tcp_repair ${p50('tcp_repair', 'snapshotBytes')} B (header + both queues). tcp_repair's steer happens on the target inside "ship + adopt".`,
+    'capybara\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the target\'s',
+    'validation and adopt; tcp_repair\'s is a unix socket between two processes on one machine, the kernel restore and the steer.',
+    'capybara\'s total includes capturing the app\'s state; its own source-side blackout (freeze to',
+    `forwarded) is ${p50('capybara', 'sourceBlackout')} µs at p50.`,
+    ...(problems.length ? ['', '## Problems during the run', '', ...problems] : []),
+  ].join('\n');
+  const result = {
+    config: { targets, migrations: rounds, intervalMs: INTERVAL_MS, attributionUs: ATTRIBUTION_US, clientGapUs: CLIENT_GAP_US, ports: PORTS, vip: ctx.plan.vip, client: ctx.plan.client.ip, messageBytes: 64 },
+    blackoutUs: blackout,
+    phasesUs: phaseStats,
+    ratios,
+    runs: halves,
+  };
+  return { dir: ctx.write('migration', result, summary), result };
+}
