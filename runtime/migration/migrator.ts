@@ -45,13 +45,13 @@ export interface MigratorOptions {
 export interface MigrationTimings {
   migrationId: number;
   peer: string;
-  captureUs: number;  // app stopped, unread bytes taken, writes drained into the engine
+  captureUs: number;  // app stopped, unread bytes taken, writes drained into the engine (the client's pause starts here)
   freezeUs: number;
   snapshotUs: number;
   shipUs: number;     // offer sent -> 'adopted' received (includes the target's adopt)
   steerUs: number;
   releaseUs: number;  // forward what was held (the source forgets the flow RELEASE_GRACE_MS later)
-  blackoutUs: number; // freeze -> forwarded: the time the flow could not move bytes
+  blackoutUs: number; // capture -> forwarded: the time the connection could not move bytes
   totalUs: number;
   snapshotBytes: number;
   forwardedSegments: number;
@@ -284,10 +284,18 @@ export class Migrator {
       remoteAddress: conn.remoteAddress ?? '0.0.0.0', remotePort: conn.remotePort ?? 0,
     };
 
-    // 1. capture: the app stops, the stream stops pulling, everything written reaches the engine. A ping
-    // runs meanwhile, so a dead or wedged peer is noticed before the flow is frozen.
-    const alive = this.#alive(ch, peer, PING_TIMEOUT_MS);
-    alive.catch(() => {});
+    // 0. a ping first, so a dead or wedged peer is found while the connection still runs normally.
+    try {
+      await this.#alive(ch, peer, PING_TIMEOUT_MS);
+    } catch (err) {
+      this.stats.failed++;
+      ch.close();
+      throw err;
+    }
+
+    // 1. capture: the app stops, the stream stops pulling, everything written reaches the engine. From here
+    // on the client sees a pause, so nothing here waits on the network.
+    const tCapture = process.hrtime.bigint();
     const unread = conn._holdForMigration();
     let userData: Uint8Array;
     let frozen = false;
@@ -301,18 +309,13 @@ export class Migrator {
       const deadline = Date.now() + (opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
       while (!conn._writesFlushed) {
         if (Date.now() > deadline) throw new MigrationError('ERR_MIGRATION_BUSY', 'written data did not drain into the engine in time');
-        await new Promise((r) => setTimeout(r, 1));
+        await new Promise((r) => setImmediate(r));
       }
-      await alive;
     } catch (err) {
-      if ((err as MigrationError).code === 'ERR_MIGRATION_PEER_LOST') {
-        this.stats.failed++;
-        ch.close();
-      }
       giveBack();
       throw err;
     }
-    const captureUs = us(t0);
+    const captureUs = us(tCapture);
 
     // 2. freeze + snapshot.
     const tFreeze = process.hrtime.bigint();
@@ -372,13 +375,15 @@ export class Migrator {
     const tRel = process.hrtime.bigint();
     const forwardedSegments = this.#forwardHeld(ch, conn.id, migrationId);
     const releaseUs = us(tRel);
-    const blackoutUs = us(tFreeze);
+    const blackoutUs = us(tCapture);
     // Packets already past the balancer keep arriving here for a moment; a released flow would answer
     // them with RST. Keep it frozen (holding) a little longer, forward the stragglers, then forget it.
     const tuple = flowTuple(flow);
     let timer: NodeJS.Timeout | undefined;
+    let straggler: NodeJS.Timeout | undefined;
     const finish = () => {
       if (timer) clearTimeout(timer);
+      if (straggler) clearInterval(straggler);
       this.#graceful.delete(tuple);
       this.#forwardHeld(ch, conn.id, migrationId);
       engine.release(conn.id);
@@ -389,6 +394,9 @@ export class Migrator {
       this.#graceful.set(tuple, finish); // the flow may come straight back: then the grace ends early
       timer = setTimeout(finish, RELEASE_GRACE_MS);
       timer.unref();
+      // A straggler must not wait for the end of the grace: pass on what arrives as it arrives.
+      straggler = setInterval(() => this.#forwardHeld(ch, conn.id, migrationId), 1);
+      straggler.unref();
     } else {
       finish();
     }
