@@ -50,7 +50,7 @@ if newer_than build/steer.bpf.o native/bpf; then
   make -s -C native/bpf
 fi
 
-if newer_than build/tcp_repair perf/tcp_repair.c perf/Makefile native/dev/lbsteer.c; then
+if newer_than build/tcp_repair perf/tcp_repair.c perf/Makefile native/dev/lbsteer.c native/bpf/lb_maps.h; then
   log "building the TCP_REPAIR baseline helper (bench migration)"
   make -s -C perf
 fi
