@@ -72,7 +72,7 @@ export const serveCommand: Command = {
 
 Options:
   --on HOST        run inside testbed host HOST (hostA, hostB) with its device and addresses
-  --device URI     xdp:IFACE[@queue] | mem:NAME[?faults] | dpdk:ARGS
+  --device URI     xdp:IFACE[@queue] | mem:NAME[?faults] (dpdk: is not in this build yet)
   --address CIDR   the stack's address, e.g. 10.77.1.10/24
   --gateway IP     next hop for off-link peers
   --mac MAC        override the device's MAC address

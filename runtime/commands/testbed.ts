@@ -29,7 +29,7 @@ Options:
   --json               print one JSON document:
                        {"vip","client":{"ns","ip"},"hosts":{"hostA":{"ns","ip","iface","device",
                        "gateway","kernelIp"},...},"up"}
-  --backend xdp|dpdk   the device backend the hosts' stacks use (default xdp)
+  --backend xdp|dpdk   the device backend the hosts' stacks use (default xdp; dpdk is not in this build yet)
   --lb routing|xdp     with up: how lb steers the VIP. routing (default): plain kernel routing.
                        xdp: an XDP L4 load balancer on lb-cl sends new flows to hostA/hostB by
                        consistent hash and follows migrations through its redirect table
