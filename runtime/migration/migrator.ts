@@ -410,6 +410,7 @@ export class Migrator {
   #forwardHeld(ch: MigrationChannel, flowId: number, migrationId: number): number {
     const held = this.#host.engine.drainHeld(flowId);
     if (typeof held === 'number' || held.length === 0) return 0;
+    if (ch.closed) return 0; // the peer is gone: the client's retransmissions will reach it after steering
     for (let i = 0; i < held.length; i += MAX_FORWARD_SEGMENTS) {
       const segments: ForwardedSegment[] = held.slice(i, i + MAX_FORWARD_SEGMENTS).map(([src, dst, bytes]) => ({ src, dst, bytes }));
       ch.send({ type: 'forward', migrationId, epoch: this.epoch, segments });
