@@ -28,6 +28,7 @@ import { adminRequest, adminSocketPath } from '../runtime/admin.js';
 import type { BenchContext } from './context.js';
 import { fmt, fmtRatio, markdownTable, ratio } from './format.js';
 import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
+import type { StreamReport } from '../runtime/demo/stream-client.js';
 
 export const MIGRATION_TARGETS = ['capybara', 'tcp_repair', 'tcp_repair_fwd'] as const;
 export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
@@ -47,15 +48,6 @@ const AGENT_DIR = '/run/capybara-bench';
 
 /** One migration as the source reported it (µs); the phases differ between the two targets. */
 type Phases = Record<string, number>;
-
-interface StreamReport {
-  sent: number;
-  echoed: number;
-  bytes: number;
-  bad: number;
-  gaps: [number, number][];
-  error: string | null;
-}
 
 interface HalfRun {
   target: MigrationTarget;

@@ -15,6 +15,7 @@ import { packageRoot } from './native.js';
 import { Stack } from './stack.js';
 import { adminRequest, adminSocketPath } from './admin.js';
 import type { MigrationTimings } from './migration/migrator.js';
+import type { StreamReport } from './demo/stream-client.js';
 
 export interface DemoSummary {
   migrations: number;
@@ -112,15 +113,6 @@ async function runMemDemo(opts: DemoOptions): Promise<DemoSummary> {
     await serverStack.close({ timeoutMs: 1000 });
   }
   return summary('mem', start, { bytesVerified: verified, errors, fetches, connections: 1, detail });
-}
-
-interface StreamReport {
-  sent: number;
-  echoed: number;
-  bytes: number;
-  bad: number;
-  gaps: [number, number][];
-  error: string | null;
 }
 
 /** The owner of the demo's one application flow, asked of both runtimes. */

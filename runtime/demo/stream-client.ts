@@ -6,6 +6,16 @@
 // Prints one JSON line at the end.
 import net from 'node:net';
 
+/** The JSON line this script prints (gaps: [start us on the monotonic clock, length us]). */
+export interface StreamReport {
+  sent: number;
+  echoed: number;
+  bytes: number;
+  bad: number;
+  gaps: [number, number][];
+  error: string | null;
+}
+
 const MSG = 64;
 const GAP_US = 500;
 
