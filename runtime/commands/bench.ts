@@ -4,17 +4,19 @@ import { str, type Command } from '../cli.js';
 
 export const benchCommand: Command = {
   name: 'bench',
-  summary: 'measure capybara side by side with the kernel TCP stack and Node net (rtt, bulk, idle)',
-  usage: 'capybara bench [rtt|bulk|idle ...] [--out DIR] [--quick] [--only capybara,kernel,node] [--json]',
-  help: `Suites (default: all):
-  rtt    64 B and 1 KB TCP ping-pong with sockperf from the testbed client: p50..max, ratios
-  bulk   single-flow upload and download throughput (Gbit/s), ratios
-  idle   memory per idle connection (arena slots/chunks) vs kernel sockets
+  summary: 'measure capybara side by side with the kernel TCP stack and Node net (rtt, bulk, idle, migration)',
+  usage: 'capybara bench [rtt|bulk|idle|migration ...] [--out DIR] [--quick] [--only SYSTEMS] [--json]',
+  help: `Suites (default: rtt, bulk, idle):
+  rtt        64 B and 1 KB TCP ping-pong with sockperf from the testbed client: p50..max, ratios
+             (capybara with the JS app, capybara-native on the engine thread, kernel, Node net)
+  bulk       single-flow upload and download throughput (Gbit/s), ratios
+  idle       memory per idle connection (arena slots/chunks) vs kernel sockets
+  migration  client-visible blackout and phases of live migrations vs a TCP_REPAIR kernel handoff
 
 Options:
   --out DIR    where to write <date>-<suite>/ (default perf/results)
   --quick      a short smoke version (about a minute per suite)
-  --only LIST  systems to measure (capybara,kernel,node)
+  --only LIST  systems to measure (e.g. capybara,kernel,node; migration: capybara,tcp_repair,tcp_repair_fwd)
   --json       print the report as one JSON document
 
 Needs root and network namespaces for rtt and bulk (the testbed is brought up and down if it was not up).
