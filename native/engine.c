@@ -177,18 +177,17 @@ cpb_time_t cpb_engine_enter(struct cpb_engine *e) {
 }
 
 void cpb_engine_leave(struct cpb_engine *e) {
-  cpb_stack_flush(&e->stack);
+  /* TCP queues what a call produced (data, window updates); send it from this thread now, without
+   * waiting for the engine thread to notice. */
+  cpb_time_t next = cpb_stack_poll(&e->stack, e->stack.now);
   atomic_store_explicit(&e->last_app, e->stack.now, memory_order_relaxed);
   bool must_wake = false;
   /* The engine recomputes its deadline in its next round (it keeps next_due only from its own rounds). */
   atomic_store_explicit(&e->kicked, true, memory_order_relaxed);
-  if (e->sleeping) {
-    /* The call may have armed a timer earlier than the engine's wake-up (e.g. the first RTO): wake it now. */
-    cpb_time_t next = cpb_stack_poll(&e->stack, e->stack.now);
-    if (next < e->sleep_until) {
-      must_wake = true;
-      e->sleep_until = next;
-    }
+  if (e->sleeping && next < e->sleep_until) {
+    /* The call armed a timer earlier than the engine's wake-up (e.g. the first RTO): wake it now. */
+    must_wake = true;
+    e->sleep_until = next;
   }
   bool events = app_has_events(e);
   pthread_mutex_unlock(&e->lock);
