@@ -84,12 +84,7 @@ int tcp_connect(struct cpb_tcp *t, cpb_ip4_t dst, uint16_t dport, uint16_t sport
   b->flags |= TF_APP;
   tcb_set_state(t, b, TCP_SYN_SENT);
   flowtab_insert(t, b);
-  b->snd_nxt = b->iss + 1;
-  (void)output_syn(t, b, now);
-  b->flags |= TF_RTT_TIMING;
-  b->rtt_seq = b->iss + 1;
-  b->rtt_time = now;
-  rto_arm(t, b, now);
+  output_first_syn(t, b, now);
   t->stats.active_opens++;
   *flow_id = tcb_id(b);
   return 0;

@@ -107,12 +107,7 @@ void listen_input(struct cpb_tcp *t, struct tcp_listener *l, cpb_ip4_t lip, cpb_
   list_push(t, &l->half_head, NULL, b);
   l->nhalf++;
   flowtab_insert(t, b);
-  b->snd_nxt = b->iss + 1;
-  (void)output_syn(t, b, now);
-  b->flags |= TF_RTT_TIMING;
-  b->rtt_seq = b->iss + 1;
-  b->rtt_time = now;
-  rto_arm(t, b, now);
+  output_first_syn(t, b, now);
   t->stats.passive_opens++;
 }
 

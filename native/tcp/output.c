@@ -162,6 +162,17 @@ int output_ack(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {
   return n < 0 ? (int)n : 0;
 }
 
+/* Opens the sequence space (both active and passive opens): the SYN or SYN-ACK goes out, is timed for
+ * the first RTT sample (Karn: only this first transmission) and the retransmission timer runs. */
+void output_first_syn(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {
+  b->snd_nxt = b->iss + 1;
+  (void)output_syn(t, b, now);
+  b->flags |= TF_RTT_TIMING;
+  b->rtt_seq = b->iss + 1;
+  b->rtt_time = now;
+  rto_arm(t, b, now);
+}
+
 int output_syn(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {
   uint8_t flags = TCP_SYN | (b->state == TCP_SYN_SENT ? 0 : TCP_ACK);
   long n = emit(t, b, b->iss, flags, 0, now);

@@ -265,6 +265,7 @@ void tcp_output(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
 int output_segment(struct cpb_tcp *t, struct tcb *b, uint32_t seq, uint32_t len, cpb_time_t now);
 int output_ack(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
 int output_syn(struct cpb_tcp *t, struct tcb *b, cpb_time_t now); /* SYN or SYN-ACK by state */
+void output_first_syn(struct cpb_tcp *t, struct tcb *b, cpb_time_t now); /* first SYN/SYN-ACK: timed, RTO armed */
 int output_rst_for(struct cpb_tcp *t, struct tcb *b, cpb_time_t now); /* RST from a live TCB */
 int output_keepalive(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
 int output_probe(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
