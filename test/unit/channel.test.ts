@@ -11,19 +11,8 @@ import { decodeMessage, encodeMessage, MAX_REASON_BYTES, type MigrationMessage }
 import { ChannelSession, MAX_HELLO_FRAME, type SessionEvent, type SessionOptions } from '../../runtime/migration/session.js';
 import { SlidingWindow } from '../../runtime/migration/window.js';
 import { encodeSnapshot } from '../../stack/snapshot.js';
+import { bytesFrom, int, prng } from '../helpers/prng.js';
 
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const int = (r: () => number, n: number) => Math.floor(r() * n);
-const bytesFrom = (r: () => number, n: number) => Uint8Array.from({ length: n }, () => int(r, 256));
 
 const KEY = Buffer.alloc(32, 0x11);
 const KEY2 = Buffer.alloc(32, 0x22);

@@ -9,24 +9,7 @@ import {
   SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAX_BYTES, SNAPSHOT_MAX_LAYERS, SNAPSHOT_MIN_BYTES, SnapshotFlags,
   decodeSnapshot, encodeSnapshot, snapshotSize, zeroRecords, type SnapshotRecord,
 } from '../../stack/snapshot.js';
-
-// mulberry32: small seeded PRNG so every failure reproduces from its seed
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const int = (r: () => number, n: number) => Math.floor(r() * n);
-function randomBytes(r: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = int(r, 256);
-  return b;
-}
+import { bytesFrom as randomBytes, int, prng } from '../helpers/prng.js';
 
 function throwsCode(fn: () => unknown, code: SnapshotErrorCode, msg?: string): void {
   assert.throws(fn, (err: unknown) => {
