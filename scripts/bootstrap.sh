@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libxdp-dev xdp-tools iproute2 ethtool iputils-ping tcpdump tshark sockperf curl
-      netcat-openbsd openssl libssl-dev make g++ pkg-config python3 libclang-rt-14-dev)
+      netcat-openbsd openssl libssl-dev make g++ pkg-config python3 libclang-rt-14-dev
+      wrk hping3 iperf3 redis-server redis-tools dpdk dpdk-dev libdpdk-dev)
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 
