@@ -150,6 +150,47 @@ long tcp_recv(struct cpb_tcp *t, uint64_t flow_id, void *buf, size_t len, cpb_ti
   return -EAGAIN;
 }
 
+/* For the TLS record layer: look at unread bytes without consuming them, so a partly received record
+ * stays in TCP (and in TCP's snapshot) until it is whole. */
+long tcp_peek(struct cpb_tcp *t, uint64_t flow_id, size_t off, void *buf, size_t len) {
+  struct tcb *b = flow_by_id(t, flow_id);
+  if (!b) return -ENOENT;
+  if (tcb_frozen(b)) return -EAGAIN;
+  if (off < b->rcvq.len && len > 0) {
+    uint32_t n = (uint32_t)CPB_MIN(len, (size_t)b->rcvq.len - off);
+    chunkq_peek(t->arena, &b->rcvq, (uint32_t)off, buf, n);
+    return n;
+  }
+  if (b->err) return b->err;
+  if (b->flags & TF_FIN_RCVD) return 0;
+  if (len == 0) return 0;
+  return -EAGAIN;
+}
+
+/* How many bytes tcp_send would take right now: the send buffer's room, bounded by the chunk budget
+ * of the flow and of the pool (so the TLS layer only seals a record TCP can take whole). */
+long tcp_send_space(struct cpb_tcp *t, uint64_t flow_id) {
+  struct tcb *b = flow_by_id(t, flow_id);
+  if (!b) return -ENOENT;
+  if (tcb_frozen(b)) return 0;
+  if (b->err) return b->err;
+  if (b->state == TCP_SYN_SENT || b->state == TCP_SYN_RECEIVED) return -ENOTCONN;
+  if ((b->flags & TF_FIN_QUEUED) || (b->state != TCP_ESTABLISHED && b->state != TCP_CLOSE_WAIT)) return -EPIPE;
+  uint64_t room = t->cfg.sndbuf > b->sndq.len ? t->cfg.sndbuf - b->sndq.len : 0;
+  uint64_t used_hi = (uint64_t)b->sndq.head_off + b->sndq.len; /* bytes the chain covers */
+  uint64_t cover = (uint64_t)b->sndq.nchunks * CPB_CHUNK_SIZE;
+  uint64_t tail_free = cover > used_hi ? cover - used_hi : 0;
+  uint32_t maxc = snd_max_chunks(t);
+  uint64_t more = maxc > b->sndq.nchunks ? maxc - b->sndq.nchunks : 0;
+  more = CPB_MIN(more, (uint64_t)cpb_arena_chunks_free(t->arena));
+  uint64_t chunks_room = tail_free + more * CPB_CHUNK_SIZE;
+  uint64_t space = CPB_MIN(room, chunks_room);
+  /* A caller that finds little room is told (TCP_EV_WRITABLE) when there is more, as after a short
+   * tcp_send: it may decline to send a partial record at all. */
+  if (space < t->cfg.sndbuf / 4) b->flags |= TF_WANT_WRITABLE;
+  return (long)space;
+}
+
 static void queue_fin(struct cpb_tcp *t, struct tcb *b) {
   if (b->flags & TF_FIN_QUEUED) return;
   b->flags |= TF_FIN_QUEUED;

@@ -39,6 +39,7 @@ struct tcp_config {
   uint8_t iss_secret[16];    /* RFC 6528 keyed ISS; tests pass a fixed value */
   uint32_t challenge_ack_limit; /* RFC 5961 §7 per second */
   uint32_t hold_segs;        /* segments held for frozen flows, all flows together (0: none held) */
+  bool syncookies_off;       /* true: a SYN beyond the backlog is dropped; false (default): SYN cookies */
 };
 
 /* Fills defaults (Linux-like timers, CUBIC, timestamps + SACK on, 256 KiB buffers, MSS 1460, wscale 7,
@@ -96,6 +97,7 @@ struct tcp_stats {
   uint64_t chunk_exhausted;
   uint64_t frozen, unfrozen, released, adopted, adopt_rejects; /* live migration */
   uint64_t held_segments, held_drops; /* segments for frozen flows kept / dropped (pool or flow limit) */
+  uint64_t syncookies_sent, syncookies_ok, syncookies_failed; /* RFC 4987, when a SYN queue is full */
   uint32_t flows_current, listeners_current;
 };
 
@@ -124,6 +126,12 @@ int tcp_connect(struct cpb_tcp *t, cpb_ip4_t dst, uint16_t dport, uint16_t sport
 long tcp_send(struct cpb_tcp *t, uint64_t flow_id, const void *data, size_t len, cpb_time_t now);
 /* Returns bytes read, 0 at end of stream, -EAGAIN when nothing is buffered, or an error as above. */
 long tcp_recv(struct cpb_tcp *t, uint64_t flow_id, void *buf, size_t len, cpb_time_t now);
+/* Copies up to len unread bytes from offset off without consuming them: bytes copied, -EAGAIN when
+ * none are there yet, 0 at end of stream when nothing is left, or an error as tcp_recv. */
+long tcp_peek(struct cpb_tcp *t, uint64_t flow_id, size_t off, void *buf, size_t len);
+/* Bytes tcp_send would take now (0 while frozen), or an error as tcp_send. When little room is left
+ * (under a quarter of sndbuf) TCP_EV_WRITABLE is armed, as after a short tcp_send. */
+long tcp_send_space(struct cpb_tcp *t, uint64_t flow_id);
 int tcp_shutdown(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now); /* send FIN after queued data */
 int tcp_close(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* release handle; graceful */
 int tcp_abort(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* RST, release handle */
