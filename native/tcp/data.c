@@ -97,6 +97,10 @@ void data_process(struct cpb_tcp *t, struct tcb *b, const struct tcp_repr *r, cp
       ev_raise(t, b, TCP_EV_READABLE);
       if ((b->flags & TF_OOO_FIN) && b->rcv_nxt == b->ooo_fin_seq) fin = true;
       else if (fin && seq + len != b->rcv_nxt) fin = false; /* FIN sits beyond a range we still hold */
+      /* Data went past a FIN we were waiting for: the peer contradicted itself; its later bytes win and
+       * the stale FIN is forgotten (kept, it would never match RCV.NXT and breaks the snapshot's rules;
+       * found by fuzz_tcp_input, test/fuzz/regressions/tcp_input/ooo-fin-passed). */
+      if ((b->flags & TF_OOO_FIN) && seq_gt(b->rcv_nxt, b->ooo_fin_seq)) b->flags &= ~TF_OOO_FIN;
       delack_or_ack(t, b, now);
     } else {
       uint32_t off = b->rcvq.len + (seq - b->rcv_nxt);

@@ -1,7 +1,7 @@
 /* Listeners and the passive open. A listener is a small record outside the arena (it holds no data),
  * named by an id with TCP_ID_LISTENER set. Each SYN that fits the backlog (half-open + ready children
- * < backlog, else dropped and counted) gets a full TCB in SYN_RECEIVED right away, which keeps one code
- * path for every state; the children hang off the listener in two doubly-linked lists (half-open,
+ * < backlog; beyond it a SYN cookie answers, syncookie.c) gets a full TCB in SYN_RECEIVED right away,
+ * which keeps one code path for every state; the children hang off the listener in two doubly-linked lists (half-open,
  * ready) so establishing, accepting and dying are O(1). Segments to a listener follow RFC 9293
  * §3.10.7.2: RST ignored, ACK answered with RST, SYN opens. */
 #include "tcb.h"
@@ -74,21 +74,75 @@ void listen_detach(struct cpb_tcp *t, struct tcb *b) {
   b->listener = 0;
 }
 
+/* The final ACK of a SYN-cookie handshake (syncookie.c): the TCB the SYN did not get is built now, in
+ * SYN_RECEIVED as if it had waited in the queue, and the ACK (with any data on it) completes it through
+ * the ordinary path. Returns false when the ACK is no valid cookie (the caller answers it with a RST). */
+static bool cookie_accept(struct cpb_tcp *t, struct tcp_listener *l, cpb_ip4_t lip, cpb_ip4_t rip,
+                          const struct tcp_repr *r, cpb_time_t now) {
+  if (!l->cookie_at || now - l->cookie_at > SYNCOOKIE_CHECK_US) return false;
+  struct tcp_repr syn;
+  if (!syncookie_check(t, lip, rip, r, now, &syn)) {
+    t->stats.syncookies_failed++;
+    return false;
+  }
+  if (l->nqueued >= l->backlog) {
+    t->stats.backlog_drops++; /* the app is not accepting: the peer's retransmission may find room */
+    return true;
+  }
+  struct tcb *b = flow_alloc(t);
+  if (!b) {
+    t->stats.flow_limit_drops++;
+    output_rst_reply(t, lip, rip, r); /* at max flows: refused, as a SYN would be */
+    return true;
+  }
+  tcb_init_common(t, b, lip, r->dport, rip, r->sport, now);
+  uint32_t iss = r->ack - 1;
+  b->iss = b->snd_una = b->snd_sml = b->recover = iss;
+  b->snd_nxt = b->snd_max = b->sndq_seq = iss + 1;
+  tcb_apply_syn_options(t, b, &syn, now);
+  b->irs = syn.seq;
+  b->rcv_nxt = syn.seq + 1;
+  b->rcv_adv = b->rcv_nxt + CPB_MIN(t->cfg.rcvbuf, 65535u); /* the window our SYN-ACK offered */
+  b->last_ack_sent = b->rcv_nxt;
+  b->snd_wnd = b->max_snd_wnd = (uint32_t)r->window << b->snd_wscale;
+  b->snd_wl1 = syn.seq;
+  b->snd_wl2 = iss;
+  tcb_set_state(t, b, TCP_SYN_RECEIVED);
+  b->flags |= TF_PASSIVE;
+  b->listener = (uint32_t)(l - t->lis) + 1;
+  list_push(t, &l->half_head, NULL, b);
+  l->nhalf++;
+  flowtab_insert(t, b);
+  t->stats.passive_opens++;
+  t->stats.syncookies_ok++;
+  tcb_input(t, b, r, now);
+  flow_maybe_free(t, b);
+  return true;
+}
+
 void listen_input(struct cpb_tcp *t, struct tcp_listener *l, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *r,
                   cpb_time_t now) {
   if (r->flags & TCP_RST) return;
   if (r->flags & TCP_ACK) {
-    output_rst_reply(t, lip, rip, r);
+    if (!cookie_accept(t, l, lip, rip, r, now)) output_rst_reply(t, lip, rip, r);
     return;
   }
   if (!(r->flags & TCP_SYN) || (r->flags & TCP_FIN)) return;
   if (l->nhalf + l->nqueued >= l->backlog) {
+    /* RFC 4987: the SYN queue is full, answer statelessly; a full accept queue is the app's limit. */
+    if (!t->cfg.syncookies_off && l->nqueued < l->backlog) {
+      syncookie_send(t, lip, rip, r, now);
+      l->cookie_at = now ? now : 1;
+      return;
+    }
     t->stats.backlog_drops++;
     return;
   }
   struct tcb *b = flow_alloc(t);
   if (!b) {
+    /* max flows (or arena slots) reached: a clean refusal the client sees at once, not a retry loop */
     t->stats.flow_limit_drops++;
+    output_rst_reply(t, lip, rip, r);
     return;
   }
   tcb_init_common(t, b, lip, r->dport, rip, r->sport, now);

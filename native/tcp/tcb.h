@@ -137,6 +137,7 @@ struct tcp_listener {
   uint32_t ev_next;
   uint8_t ev_mask;
   bool ev_queued;
+  cpb_time_t cookie_at; /* last SYN cookie sent (0: never): only then are ACKs checked as cookies */
 };
 
 struct cpb_tcp {
@@ -291,6 +292,15 @@ void listen_input(struct cpb_tcp *t, struct tcp_listener *l, cpb_ip4_t lip, cpb_
                   cpb_time_t now);
 void listen_established(struct cpb_tcp *t, struct tcb *b); /* SYN_RECEIVED -> accept queue */
 void listen_detach(struct cpb_tcp *t, struct tcb *b);      /* remove a child from its listener */
+
+/* ---- SYN cookies (syncookie.c) ---- */
+/* Answers a SYN with a stateless SYN-ACK whose ISS (and TSval) encode the handshake. */
+void syncookie_send(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *syn, cpb_time_t now);
+/* Validates a listener-bound ACK as the answer to a cookie; on success *syn is the SYN it stood for
+ * (peer ISN, MSS, and with timestamps the window scale, SACK-permitted and the peer's TSval). */
+bool syncookie_check(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *ack, cpb_time_t now,
+                     struct tcp_repr *syn);
+#define SYNCOOKIE_CHECK_US (3ULL * 64 * CPB_US_PER_S) /* ACKs are checked this long after the last cookie */
 
 /* ---- active open (connect.c) ---- */
 void syn_sent_input(struct cpb_tcp *t, struct tcb *b, const struct tcp_repr *r, cpb_time_t now);

@@ -457,6 +457,7 @@ static uint64_t stat_by_name(struct scen *s, const char *n, bool *ok) {
   S(flow_limit_drops) S(retransmits) S(rto_timeouts) S(fast_retransmits) S(sack_recoveries) S(dup_acks)
   S(ooo_segments) S(dup_segments) S(out_of_window) S(paws_drops) S(challenge_acks) S(zero_window_probes)
   S(keepalive_probes) S(delayed_acks) S(timeouts) S(chunk_exhausted) S(flows_current) S(listeners_current)
+  S(syncookies_sent) S(syncookies_ok) S(syncookies_failed)
 #undef S
   *ok = false;
   return 0;
@@ -582,6 +583,7 @@ static void do_config(struct scen *s, const char *p) {
   else if (!strcmp(k, "backlog")) c->default_backlog = (uint32_t)v;
   else if (!strcmp(k, "max_flows")) c->max_flows = (uint32_t)v;
   else if (!strcmp(k, "challenge_ack_limit")) c->challenge_ack_limit = (uint32_t)v;
+  else if (!strcmp(k, "syncookies")) c->syncookies_off = v == 0;
   else if (!strcmp(k, "ephemeral")) {
     if (sscanf(p, "%*s %lu %lu", &v, &v2) != 2) FAIL(s, "ephemeral LO HI");
     c->ephemeral_lo = (uint16_t)v;
