@@ -10,6 +10,9 @@ static const struct cpb_dev_ops *const backends[] = {
 #ifdef CPB_HAVE_XDP
     &cpb_dev_xsk_ops,
 #endif
+#ifdef CPB_HAVE_DPDK
+    &cpb_dev_dpdk_ops,
+#endif
 };
 
 int cpb_dev_open(struct cpb_dev **out, const char *uri, char *err, size_t errlen) {
@@ -34,6 +37,13 @@ int cpb_dev_open(struct cpb_dev **out, const char *uri, char *err, size_t errlen
   if (colon && slen == 3 && !memcmp(uri, "xdp", 3)) {
     snprintf(err, errlen, "device \"%s\": xdp: is unavailable because libxdp/libbpf were not found when "
                           "the engine was built (install libxdp-dev and libbpf-dev, then rebuild)", uri);
+    return -ENOTSUP;
+  }
+#endif
+#ifndef CPB_HAVE_DPDK
+  if (colon && slen == 4 && !memcmp(uri, "dpdk", 4)) {
+    snprintf(err, errlen, "device \"%s\": dpdk: is unavailable because DPDK (pkg-config libdpdk) was not found "
+                          "when the engine was built (apt-get install libdpdk-dev, then rebuild: npx node-gyp rebuild)", uri);
     return -ENOTSUP;
   }
 #endif
