@@ -20,6 +20,10 @@ struct cpb_dev_stats {
   uint64_t rx_dropped, tx_dropped; /* ring full, oversize, injected loss */
   uint64_t injected_loss, injected_dup, injected_reorder, injected_corrupt, injected_delay;
   uint64_t wakeups; /* syscalls made because the ring asked (need_wakeup) */
+  /* The port as the NIC/PMD sees it (dpdk: only; zero elsewhere): link, hardware counters, offloads. */
+  uint64_t link_up, link_speed_mbps;
+  uint64_t port_rx_packets, port_tx_packets, port_rx_missed, port_rx_errors, port_tx_errors, port_rx_nombuf;
+  uint64_t rx_csum_offload, rx_csum_bad; /* the NIC verifies checksums; frames it flagged bad (dropped) */
 };
 
 struct cpb_dev;
@@ -49,19 +53,35 @@ struct cpb_dev {
 
 extern const struct cpb_dev_ops cpb_dev_mem_ops;
 extern const struct cpb_dev_ops cpb_dev_xsk_ops; /* only when built with libxdp */
+extern const struct cpb_dev_ops cpb_dev_dpdk_ops; /* only when built with DPDK (CPB_HAVE_DPDK) */
 
 /* Opens a device by scheme. -ENODEV for an unknown scheme, with *err set.
  *
- * mem:NAME[?loss=P&dup=P&reorder=P&corrupt=P&delay_us=N&jitter_us=N&seed=N&mac=02:..&slots=N]
- *   An in-memory cable with two ends (first open = end 0, second = end 1, third -EBUSY). Faults are
- *   applied to what this end transmits (P in 0..1), seeded with seed+end (default seed 1). slots: ring
- *   size per direction, a power of two (default 4096; the first open decides). rx_release frees the
- *   oldest frames handed out, so release frames in the order rx_burst returned them.
+ * mem:NAME[?loss=P&dup=P&reorder=P&corrupt=P&delay_us=N&jitter_us=N&seed=N&mac=02:..&slots=N&ports=N&port=K]
+ *   An in-memory wire of `ports` ports (2..CPB_MEM_MAX_PORTS, default 2; the first open decides, as for
+ *   slots). With 2 it is a cable: first open = end 0, second = end 1, a third -EBUSY. With more it is a
+ *   switch: an open takes the first free port, or port=K (-EBUSY when taken); frames go by the steering
+ *   table (cpb_mem_steer), else by MACs learned from senders, else are flooded. Faults are applied to
+ *   what this port transmits (P in 0..1), seeded with seed+port (default seed 1). slots: ring size per
+ *   ordered pair of ports, a power of two (default 4096). rx_release frees the oldest frames handed out,
+ *   so release frames in the order rx_burst returned them (with their cookies, which name the ring).
  * xdp:IFACE[@queue]?ip=A.B.C.D
  *   AF_XDP on every rx queue of IFACE (or only @queue). ip= is required: the stack's IPv4 address,
  *   written into the steering program's map (TCP/ICMP to it and ARP for it come to the stack, the rest
  *   goes to the kernel). The program native/bpf/steer.bpf.o (make -C native/bpf) is looked for in
  *   $CAPYBARA_BPF_DIR, else beside the binary/addon containing the engine or one folder up, else in
- *   ./build. Needs root (CAP_NET_ADMIN + CAP_BPF); -ENOTSUP when built without libxdp. */
+ *   ./build. Needs root (CAP_NET_ADMIN + CAP_BPF); -ENOTSUP when built without libxdp.
+ * dpdk:DEVARGS[?mbufs=N&rxd=N&txd=N&eal=ARGS]
+ *   A DPDK port (native/dev/dpdk.c): a vdev (net_af_packet0,iface=eth0 / net_af_xdp0,iface=eth0 /
+ *   net_memif0,role=server,socket=PATH / net_tap0) or a PCI address. EAL starts at the first open in
+ *   the process (eal= / $CAPYBARA_DPDK_EAL add arguments then); -ENOTSUP when built without DPDK. */
 int cpb_dev_open(struct cpb_dev **out, const char *uri, char *err, size_t errlen);
+
+#define CPB_MEM_MAX_PORTS 16
+/* Steers the flow src:sport -> dst:dport (IPv4/TCP, as the frames from the client carry it) on mem switch
+ * NAME to `port`, its destination MAC rewritten to that port's: the mem wire's analogue of the L4
+ * balancer's redirect table, written when a flow migrates. port < 0 removes the entry. Returns the number
+ * of entries the table holds afterwards, or -ENOENT (no such wire), -EINVAL (a cable, or port out of
+ * range), -ENOSPC (table full). Takes the registry lock; the data path reads the table lock-free. */
+int cpb_mem_steer(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int port);
 #endif
