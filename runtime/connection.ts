@@ -6,10 +6,11 @@
 // the engine's send buffer; when it is full the write callback is held until the Writable edge, so the
 // stream's own buffer fills and write() returns false, exactly as with a kernel socket.
 import { Duplex } from 'node:stream';
-import { EAGAIN, ENOTCONN, EPIPE, SystemError, fromAddonError, fromErrno } from './errors.js';
+import { EAGAIN, ENOTCONN, EPIPE, SystemError, TlsError, fromAddonError, fromErrno } from './errors.js';
 import type { FlowEvents, FlowOwner } from './internal.js';
 import type { FlowInfo } from './native.js';
 import type { MigrationHooks } from './apps/resumable.js';
+import type { CipherInfo, TlsFlow } from './tls-flow.js';
 
 const READ_MAX = 64 * 1024;
 
@@ -24,7 +25,12 @@ export interface ConnectionInit {
   remoteAddress?: string;
   remotePort?: number;
   localPort?: number;
+  /** TLS on this flow (runtime/tls-flow.ts): 'data' is plaintext, the stream opens after the handshake. */
+  tls?: TlsFlow;
 }
+
+/** How often a TLS write that found no room for a record retries without a Writable edge. */
+const TLS_RETRY_MS = 2;
 
 interface PendingWrite {
   buf: Buffer;
@@ -56,7 +62,13 @@ export class Connection extends Duplex implements FlowEvents {
   #pending: PendingWrite | null = null;
   #pendingFinal: ((err?: Error | null) => void) | null = null;
   #readHeld = false; // a migration is capturing this connection: bytes stay in the engine
+  #diverted: Buffer[] | null = null; // a migration took the app's writes that had not reached the engine
   #wasFlowing: boolean | null = null; // the stream's flowing state before the migration paused it
+  #tls: TlsFlow | null = null;
+  #handshaking = false; // TLS: TCP is up, the handshake is not done (no app bytes move yet)
+  #sniWait = false;     // TLS server: the handshake waits for the SNI callback
+  #closeNotifyWait: ((err?: Error | null) => void) | null = null; // end() found no room for close_notify
+  #tlsRetry: NodeJS.Timeout | null = null;
   /** How often this connection moved between runtimes (travels with it). */
   migrations = 0;
   /** Set by an app that can continue this connection on another host (runtime/apps/resumable.ts). */
@@ -79,8 +91,14 @@ export class Connection extends Duplex implements FlowEvents {
     this.remoteAddress = init.remoteAddress;
     this.remotePort = init.remotePort;
     this.localPort = init.localPort;
+    if (init.tls) {
+      this.#tls = init.tls;
+      this.#handshaking = init.tls.handshaking;
+    }
     owner.registerFlow(id, this);
     this.#refreshAddresses();
+    // A server's ClientHello may have arrived before this flow was accepted: try right away.
+    if (this.#handshaking && !this.connecting) process.nextTick(() => this.#driveHandshake());
   }
 
   #refreshAddresses(): void {
@@ -142,6 +160,15 @@ export class Connection extends Duplex implements FlowEvents {
     this.connecting = false;
     this.#refreshAddresses();
     this.emit('connect');
+    if (this.#handshaking) {
+      this.#driveHandshake();
+      return;
+    }
+    this.#opened();
+  }
+
+  /** The stream carries application bytes from here on (TCP up, TLS handshake done). */
+  #opened(): void {
     this.emit('ready');
     this.#flushWrite();
     if (this.#pendingFinal) {
@@ -153,16 +180,37 @@ export class Connection extends Duplex implements FlowEvents {
   }
 
   onReadable(): void {
+    if (this.#handshaking) {
+      this.#driveHandshake();
+      return;
+    }
     if (this.#wantRead) this.#pull();
   }
 
   onWritable(): void {
+    if (this.#handshaking) {
+      this.#driveHandshake();
+      return;
+    }
     this.#flushWrite();
+    if (this.#closeNotifyWait) {
+      const cb = this.#closeNotifyWait;
+      this.#closeNotifyWait = null;
+      this.#shutdown(cb);
+    }
   }
 
   onClosed(err: number): void {
     if (this.#released) return;
     this.#closedErr = err;
+    if (this.#handshaking && !this.connecting) {
+      this.#driveHandshake(); // the peer's alert may be the last thing it sent
+      if (this.destroyed) return;
+      if (this.#handshaking) {
+        this.destroy(err !== 0 ? fromErrno(err, 'read') : new TlsError('ERR_TLS_HANDSHAKE', 'the peer closed the connection during the TLS handshake'));
+        return;
+      }
+    }
     if (err !== 0) {
       const syscall = this.connecting ? 'connect' : 'read';
       const e = fromErrno(err, syscall);
@@ -191,18 +239,23 @@ export class Connection extends Duplex implements FlowEvents {
   }
 
   #pull(): void {
-    if (this.#released || this.#eof || this.connecting || this.#readHeld) return;
+    if (this.#released || this.#eof || this.connecting || this.#handshaking || this.#readHeld) return;
     const engine = this.#owner.engine;
+    const tls = this.#tls;
     while (this.#wantRead) {
       let r: Buffer | number;
       try {
-        r = engine.recv(this.id, READ_MAX);
+        r = tls ? tls.recv(READ_MAX) : engine.recv(this.id, READ_MAX);
       } catch (err) {
         this.destroy(fromAddonError(err, 'read'));
         return;
       }
       if (typeof r === 'number') {
         if (r === -EAGAIN && this.#closedErr === null) return; // wait for the Readable edge
+        if (tls && r !== -EAGAIN) { // a bad record (alert sent) or the stream cut without close_notify
+          this.destroy(tls.error(r, 'read'));
+          return;
+        }
         if (this.#closedErr === 0) { // closed in order and nothing left: that is the end
           this.#endOfStream();
           return;
@@ -226,18 +279,25 @@ export class Connection extends Duplex implements FlowEvents {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this.#diverted) { // being migrated: these bytes travel with the connection (_divertWrites)
+      this.#diverted.push(chunk);
+      cb();
+      return;
+    }
     this.#pending = { buf: chunk, off: 0, cb };
     this.#flushWrite();
   }
 
   #flushWrite(): void {
     const p = this.#pending;
-    if (!p || this.connecting || this.#released) return;
+    if (!p || this.connecting || this.#handshaking || this.#released) return;
     const engine = this.#owner.engine;
+    const tls = this.#tls;
     while (p.off < p.buf.length) {
       let n: number;
       try {
-        n = engine.send(this.id, p.off === 0 ? p.buf : p.buf.subarray(p.off));
+        const chunk = p.off === 0 ? p.buf : p.buf.subarray(p.off);
+        n = tls ? tls.send(chunk) : engine.send(this.id, chunk);
       } catch (err) {
         this.#pending = null;
         p.cb(fromAddonError(err, 'write'));
@@ -248,17 +308,33 @@ export class Connection extends Duplex implements FlowEvents {
         this.bytesWritten += n;
         continue;
       }
-      if (n === 0 || n === -EAGAIN) return; // send buffer full: the Writable edge resumes us
+      if (n === 0 || n === -EAGAIN) { // send buffer full: the Writable edge resumes us
+        if (tls) this.#retryTlsWrite();
+        return;
+      }
       this.#pending = null;
-      p.cb(fromErrno(n, 'write'));
+      p.cb(tls ? tls.error(n, 'write') : fromErrno(n, 'write'));
       return;
     }
     this.#pending = null;
+    if (tls && !tls.rotateIfDue()) this.#retryTlsWrite(); // a KeyUpdate owed by keyUpdateBytes
     p.cb();
   }
 
+  /** TCP may have had some room but not a whole record's: no Writable edge follows that, so look again soon. */
+  #retryTlsWrite(): void {
+    if (this.#tlsRetry) return;
+    this.#tlsRetry = setTimeout(() => {
+      this.#tlsRetry = null;
+      if (this.#released) return;
+      if (!this.#pending && this.#tls && !this.#tls.rotateIfDue()) this.#retryTlsWrite();
+      this.#flushWrite();
+      if (this.#closeNotifyWait) this.onWritable();
+    }, TLS_RETRY_MS);
+  }
+
   override _final(cb: (err?: Error | null) => void): void {
-    if (this.connecting) {
+    if (this.connecting || this.#handshaking) {
       this.#pendingFinal = cb;
       return;
     }
@@ -272,6 +348,14 @@ export class Connection extends Duplex implements FlowEvents {
     }
     let r: number;
     try {
+      if (this.#tls) { // close_notify, then FIN
+        const n = this.#tls.closeNotify();
+        if (n === -EAGAIN) {
+          this.#closeNotifyWait = cb;
+          this.#retryTlsWrite();
+          return;
+        }
+      }
       r = this.#owner.engine.shutdown(this.id);
     } catch (err) {
       cb(fromAddonError(err, 'shutdown'));
@@ -292,13 +376,100 @@ export class Connection extends Duplex implements FlowEvents {
     this.#released = true;
     this.#wantRead = false;
     this.#pending = null;
+    if (this.#tlsRetry) clearTimeout(this.#tlsRetry);
     try {
-      if (clean || this.#closedErr !== null) this.#owner.engine.close(this.id);
+      if (err instanceof TlsError && this.#closedErr === null) this.#closeAfterTlsError();
+      else if (clean || this.#closedErr !== null) this.#owner.engine.close(this.id); // frees the TLS session too
       else this.#owner.engine.abort(this.id);
     } catch {
       // engine already destroyed: nothing left to free
     }
     this.#owner.unregisterFlow(this.id);
+  }
+
+  /**
+   * A TLS failure: the alert the engine queued (if any) goes out, then FIN. Unread input would turn the
+   * close into a RST that overtakes the alert, so it is dropped first (bounded: the receive buffer is).
+   */
+  #closeAfterTlsError(): void {
+    const engine = this.#owner.engine;
+    engine.shutdown(this.id);
+    for (let i = 0; i < 4096; i++) {
+      const r = engine.recv(this.id, READ_MAX);
+      if (typeof r === 'number' || r.length === 0) break;
+    }
+    engine.close(this.id);
+  }
+
+  // ---- TLS (runtime/tls-flow.ts) ----------------------------------------------------------------
+
+  /** One handshake step after an edge; opens the stream when it is done. */
+  #driveHandshake(): void {
+    const tls = this.#tls;
+    if (!tls || !this.#handshaking || this.#sniWait || this.#released || this.destroyed) return;
+    let step;
+    try {
+      step = tls.step();
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    }
+    if (step === 'again') return;
+    if (step === 'sni') {
+      this.#sniWait = true;
+      tls.resolveSni((err) => {
+        this.#sniWait = false;
+        if (err) this.destroy(err);
+        else this.#driveHandshake();
+      });
+      return;
+    }
+    this.#handshaking = false;
+    this.#refreshAddresses();
+    this.emit('secure');
+    if (tls.role === 'client') this.emit('secureConnect');
+    this.#opened();
+  }
+
+  /** True on a TLS connection (as TLSSocket.encrypted). */
+  get encrypted(): boolean {
+    return this.#tls !== null;
+  }
+
+  /** True while the TLS handshake runs. */
+  get handshaking(): boolean {
+    return this.#handshaking;
+  }
+
+  /** "TLSv1.3" / "TLSv1.2" once the handshake is done, else null (as TLSSocket.getProtocol). */
+  getProtocol(): string | null {
+    const i = this.#released ? null : this.#tls?.info();
+    return i && i.done ? i.protocol : null;
+  }
+
+  /** { name, standardName, version } of the negotiated suite (as TLSSocket.getCipher). */
+  getCipher(): CipherInfo | null {
+    return this.#released ? null : this.#tls?.cipher() ?? null;
+  }
+
+  /** The negotiated ALPN protocol, or false (as TLSSocket.alpnProtocol). */
+  get alpnProtocol(): string | false {
+    const i = this.#released ? null : this.#tls?.info();
+    return i && i.alpn ? i.alpn : false;
+  }
+
+  /** The SNI name (the client's on a server, ours on a client), or undefined. */
+  get servername(): string | undefined {
+    const i = this.#released ? null : this.#tls?.info();
+    return i && i.servername ? i.servername : undefined;
+  }
+
+  /** Sends a TLS 1.3 KeyUpdate (our write key changes); requestPeer asks the peer to update its key too. */
+  keyUpdate(requestPeer = false): void {
+    if (!this.#tls) throw new TlsError('ERR_TLS_HANDSHAKE', 'keyUpdate on a connection without TLS');
+    if (this.#handshaking || this.#released) throw new TlsError('ERR_TLS_HANDSHAKE', 'keyUpdate before the TLS handshake finished or after close');
+    const r = this.#tls.keyUpdate(requestPeer);
+    if (r < 0) throw this.#tls.error(r, 'keyUpdate');
   }
 
   // ---- live migration (runtime/migration/migrator.ts drives these) ------------------------------
@@ -340,6 +511,38 @@ export class Connection extends Duplex implements FlowEvents {
     return this.#readHeld;
   }
 
+  /**
+   * @internal Source side, after the app was captured: the bytes it wrote that are not in the engine yet (the
+   * rest of the write in progress, then what the stream buffered) are taken out of the stream at once instead
+   * of waiting for the network to make room for them; they travel with the connection (_diverted). False, and
+   * nothing changes, when the stream is ending (its FIN must follow those bytes here), corked, or holds more
+   * than `max` bytes. _restoreDiverted puts them back in front if the migration fails.
+   */
+  _divertWrites(max: number): boolean {
+    if (this.#diverted || this.writableEnded || this.writableCorked > 0 || this.writableLength > max || this.#released) return false;
+    const out: Buffer[] = [];
+    this.#diverted = out;
+    const p = this.#pending;
+    if (p) {
+      this.#pending = null;
+      out.push(p.off === 0 ? p.buf : p.buf.subarray(p.off));
+      p.cb(); // the Writable hands over what it buffered now: _write appends it to #diverted
+    }
+    return true;
+  }
+
+  /** @internal The bytes _divertWrites took so far, in order. */
+  _diverted(): Buffer {
+    return this.#diverted ? Buffer.concat(this.#diverted) : Buffer.alloc(0);
+  }
+
+  /** @internal The migration failed: what was diverted is written again, before anything the app writes next. */
+  _restoreDiverted(): void {
+    const d = this._diverted();
+    this.#diverted = null;
+    if (d.length > 0 && !this.destroyed) this.write(d);
+  }
+
   /** @internal Everything written is inside the engine (nothing held in this stream). */
   get _writesFlushed(): boolean {
     return this.#pending === null && this.writableLength === 0;
@@ -347,6 +550,7 @@ export class Connection extends Duplex implements FlowEvents {
 
   /** @internal The target owns the flow now and the engine forgot it here: close the stream quietly. */
   _detachMigrated(target: string): void {
+    if (this.#tlsRetry) clearTimeout(this.#tlsRetry);
     this.#released = true;
     this.#wantRead = false;
     this.#owner.unregisterFlow(this.id);

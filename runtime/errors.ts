@@ -186,3 +186,19 @@ export function deviceOpenError(err: unknown, device: string): CapybaraError {
   }
   return new DeviceError(n, device, `${what}: ${detail}`);
 }
+
+/**
+ * A TLS failure (runtime/tls*.ts). Codes: ERR_TLS_HANDSHAKE (handshake failed: no shared version or
+ * cipher, bad message, peer closed), ERR_TLS_CERT (the peer's certificate did not verify),
+ * ERR_TLS_ALERT (a bad record or message after the handshake: an alert was sent or received),
+ * ERR_TLS_TRUNCATED (TCP ended without close_notify), ERR_TLS_CONTEXT (bad key, certificate or options).
+ * The engine already sent the alert when `alertSent`; the connection then closes with a FIN, not a RST.
+ */
+export class TlsError extends CapybaraError {
+  readonly alertSent: boolean;
+  constructor(code: 'ERR_TLS_HANDSHAKE' | 'ERR_TLS_CERT' | 'ERR_TLS_ALERT' | 'ERR_TLS_TRUNCATED' | 'ERR_TLS_CONTEXT' | 'ERR_TLS_SNI',
+    message: string, options?: { cause?: unknown; alertSent?: boolean }) {
+    super(code, message, options);
+    this.alertSent = options?.alertSent ?? false;
+  }
+}

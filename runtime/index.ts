@@ -9,3 +9,5 @@ export { AdminServer, adminRequest, adminSocketPath, stackAdminHandlers } from '
 export * as apps from './apps/index.js';
 export { Migrator, MigrationError, type MigratorOptions, type MigrationPeer, type MigrateOptions, type MigrationTimings } from './migration/migrator.js';
 export type { MigrationHooks, ResumableApp } from './apps/resumable.js';
+export { createSecureContext, SecureContext, type TlsServerOptions, type TlsConnectOptions, type TlsVersion } from './tls.js';
+export type { CipherInfo } from './tls-flow.js';

@@ -5,10 +5,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Engine, EngineOptions, EngineStats, EventType, FlowInfo } from '../native/addon/binding.js';
+import type {
+  Engine, EngineOptions, EngineStats, EventType, FlowInfo, SecureContext, SecureContextOptions, TlsInfo,
+} from '../native/addon/binding.js';
 import { AddonError } from './errors.js';
 
-export type { EngineOptions, EngineStats, FlowInfo };
+export type { EngineOptions, EngineStats, FlowInfo, SecureContextOptions, TlsInfo };
+export type NativeSecureContext = SecureContext;
 export type EngineInstance = Engine;
 export type EngineConstructor = new (opts: EngineOptions, onEvents: (events: number[]) => void) => Engine;
 export interface Binding {
@@ -17,6 +20,10 @@ export interface Binding {
   lbOpen?(pinnedMap: string): number;
   lbRedirect?(fd: number, src: string, sport: number, dst: string, dport: number, backend: number): number;
   lbClose?(fd: number): void;
+  /** The mem: switch's steering table (native/dev/dev.h cpb_mem_steer): entries held, or -errno. */
+  memSteer?(wire: string, src: string, sport: number, dst: string, dport: number, port: number): number;
+  /** TLS contexts (native/addon/tls_wrap.cc; absent in test bindings and builds without TLS). */
+  SecureContext?: new (opts: SecureContextOptions) => SecureContext;
 }
 
 // Event numbers, checked against the contract's const enum at compile time.

@@ -4,6 +4,8 @@ import { EventEmitter } from 'node:events';
 import { Connection, type AddressInfo, type ConnectionOptions } from './connection.js';
 import { ConfigError, EAGAIN, fromAddonError, fromErrno } from './errors.js';
 import type { FlowOwner, ListenerEvents } from './internal.js';
+import { createSecureContext, type SecureContext, type TlsServerOptions } from './tls.js';
+import { TlsFlow } from './tls-flow.js';
 
 export interface ServerOptions extends ConnectionOptions {
   backlog?: number;
@@ -12,6 +14,11 @@ export interface ServerOptions extends ConnectionOptions {
   keepAliveInitialDelay?: number;
   /** Pause new connections (don't read until a listener resumes them), like net's pauseOnConnect. */
   pauseOnConnect?: boolean;
+  /**
+   * Terminate TLS (as tls.createServer): the connection handler and 'secureConnection' get connections
+   * whose handshake is done; 'data' is plaintext. A failed handshake is 'tlsClientError' (err, conn).
+   */
+  tls?: TlsServerOptions;
 }
 
 export interface ListenOptions {
@@ -29,6 +36,7 @@ export class Server extends EventEmitter implements ListenerEvents {
   #connections = new Set<Connection>();
   #closing = false;
   #closeEmitted = false;
+  #tls: SecureContext | null = null;
 
   /** @internal Use stack.createServer(). */
   constructor(owner: FlowOwner, opts: ServerOptions = {}, onConnection?: (conn: Connection) => void) {
@@ -36,7 +44,13 @@ export class Server extends EventEmitter implements ListenerEvents {
     this.#owner = owner;
     this.#opts = { ...opts };
     if (opts.backlog !== undefined) checkBacklog(opts.backlog);
-    if (onConnection) this.on('connection', onConnection);
+    if (opts.tls !== undefined) this.#tls = createSecureContext(opts.tls, 'server');
+    if (onConnection) this.on(this.#tls ? 'secureConnection' : 'connection', onConnection);
+  }
+
+  /** True when this server terminates TLS. */
+  get secure(): boolean {
+    return this.#tls !== null;
   }
 
   get listening(): boolean {
@@ -142,16 +156,28 @@ export class Server extends EventEmitter implements ListenerEvents {
    * @internal A flow adopted from another runtime (Capybara's accept_migrated): wrapped like an accepted
    * one, bytes the source app had not read yet put back in front, then 'migrated' (conn, userData).
    */
-  takeMigrated(id: number, unread: Uint8Array, userData: Uint8Array, migrations: number): Connection {
-    const conn = this.#adopt(id, false);
+  takeMigrated(id: number, unread: Uint8Array, userData: Uint8Array, migrations: number, tls = false, unwritten?: Uint8Array): Connection {
+    const conn = this.#adopt(id, false, tls ? TlsFlow.adopted(this.#owner, id, this.#opts.tls?.keyUpdateBytes) : undefined)!;
     conn.migrations = migrations;
     if (unread.length > 0) conn.unshift(Buffer.from(unread));
+    if (unwritten && unwritten.length > 0) conn.write(Buffer.from(unwritten)); // the source app's last writes go first
     this.emit('migrated', conn, userData);
     return conn;
   }
 
-  #adopt(id: number, announce = true): Connection {
-    const conn = new Connection(this.#owner, id, { connecting: false }, this.#opts);
+  #adopt(id: number, announce = true, migratedTls?: TlsFlow): Connection | null {
+    let tls = migratedTls;
+    if (!tls && this.#tls) {
+      try {
+        tls = TlsFlow.server(this.#owner, id, this.#tls, this.#opts.tls?.SNICallback, this.#opts.tls?.keyUpdateBytes);
+      } catch (err) {
+        this.#owner.engine.abort(id); // no session, no connection: the client sees a reset
+        if (this.listenerCount('tlsClientError') > 0) this.emit('tlsClientError', err, null);
+        return null;
+      }
+    }
+    const conn = new Connection(this.#owner, id, { connecting: false, tls }, this.#opts);
+    if (tls?.handshaking) this.#watchHandshake(conn);
     this.#connections.add(conn);
     conn.once('close', () => {
       this.#connections.delete(conn);
@@ -162,6 +188,18 @@ export class Server extends EventEmitter implements ListenerEvents {
     if (this.#opts.pauseOnConnect) conn.pause();
     if (announce) this.emit('connection', conn);
     return conn;
+  }
+
+  /** Handshake failures go to 'tlsClientError' (as in Node), not to the connection's app. */
+  #watchHandshake(conn: Connection): void {
+    const onError = (err: Error) => {
+      if (this.listenerCount('tlsClientError') > 0) this.emit('tlsClientError', err, conn);
+    };
+    conn.on('error', onError);
+    conn.once('secure', () => {
+      conn.off('error', onError);
+      this.emit('secureConnection', conn);
+    });
   }
 
   #maybeEmitClose(): void {

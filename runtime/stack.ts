@@ -12,6 +12,8 @@ import {
 import { engineOptions, isIPv4, type Tuning } from './options.js';
 import { Server, type ServerOptions } from './server.js';
 import { Migrator, type MigrateOptions, type MigrationTimings, type MigratorOptions } from './migration/migrator.js';
+import { createSecureContext, defaultServername, type TlsConnectOptions } from './tls.js';
+import { TlsFlow } from './tls-flow.js';
 
 export interface StackOptions extends Tuning {
   /** "mem:NAME[?faults]" | "xdp:IFACE[@queue]" | "dpdk:ARGS" */
@@ -33,6 +35,8 @@ export interface ConnectOptions extends ConnectionOptions {
   noDelay?: boolean;
   keepAlive?: boolean;
   keepAliveInitialDelay?: number;
+  /** TLS over the connection (as tls.connect): 'secureConnect' after the handshake, 'data' is plaintext. */
+  tls?: TlsConnectOptions;
 }
 
 export interface CloseOptions {
@@ -134,10 +138,20 @@ export class Stack extends EventEmitter implements FlowOwner {
       throw fromAddonError(err, 'connect');
     }
     if (id < 0) throw fromAddonError({ code: undefined, errno: id, message: `connect to ${opts.host}:${opts.port}` }, 'connect');
-    const conn = new Connection(this, id, { connecting: true, remoteAddress: opts.host, remotePort: opts.port }, opts);
+    let tls: TlsFlow | undefined;
+    if (opts.tls) {
+      try {
+        const ctx = opts.tls.secureContext ?? createSecureContext(opts.tls, 'client');
+        tls = TlsFlow.client(this, id, ctx, defaultServername(opts.host, opts.tls.servername));
+      } catch (err) {
+        this.engine.abort(id);
+        throw err;
+      }
+    }
+    const conn = new Connection(this, id, { connecting: true, remoteAddress: opts.host, remotePort: opts.port, tls }, opts);
     if (opts.noDelay) conn.setNoDelay(true);
     if (opts.keepAlive) conn.setKeepAlive(true, opts.keepAliveInitialDelay ?? 0);
-    if (cb) conn.once('connect', cb);
+    if (cb) conn.once(tls ? 'secureConnect' : 'connect', cb);
     return conn;
   }
 

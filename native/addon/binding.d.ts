@@ -74,10 +74,51 @@ export declare class Engine {
   adopt(snapshot: Uint8Array): number;                    // new flow id (an Adopted event follows)
   drainHeld(flowId: number): [string, string, Buffer][] | number; // [src, dst, segment] held while frozen
   inject(src: string, dst: string, segment: Uint8Array): number;  // a forwarded segment, as if received
+  wakeTrace?(): [number, number, number, number];         // [engine woke, round with events, notify, JS dispatch] µs
+  // TLS (native/tls/session.h; native/addon/tls_wrap.cc): one session per flow, freed by tlsFree and
+  // by close/abort/release of the flow. Numbers are 0 / a value or -errno as for TCP.
+  tlsCreate(flowId: number, ctx: SecureContext, servername: string | null): number; // 0, or throws (.code, sentence)
+  tlsHandshake(flowId: number): number;                   // 0 done, 1 again, 2 wants SNI, -errno (-71 EPROTO: alert sent)
+  tlsRecv(flowId: number, max: number): Buffer | number;  // plaintext (length 0: close_notify) or -errno (-104 truncated)
+  tlsSend(flowId: number, data: Uint8Array): number;      // plaintext bytes taken or -errno (-11: no room for a record)
+  tlsCloseNotify(flowId: number): number;
+  tlsKeyUpdate(flowId: number, requestPeer: boolean): number; // TLS 1.3 only (-EPROTONOSUPPORT on 1.2)
+  tlsInfo(flowId: number): TlsInfo | null;
+  tlsSnapshot(flowId: number): Buffer | number;           // the "CTLS" record (key material: wipe it) or -errno
+  tlsAdopt(flowId: number, record: Uint8Array): number;   // 0, or throws (.code, sentence); the caller wipes record
+  tlsServername(flowId: number): string | null;           // SNI the client sent
+  tlsSetContext(flowId: number, ctx: SecureContext | null): number; // after "wants SNI"
+  tlsLastError(flowId: number): string;                   // why the last call failed
+  tlsFree(flowId: number): void;                          // wipes the session's keys
+  tlsCount(): number;                                     // live sessions (leak checks)
   destroy(): void;                                        // stops the thread, closes the device; idempotent
+}
+
+export interface TlsInfo {
+  done: boolean; version: number; protocol: string; cipher: string; standardCipher: string;
+  alpn: string; servername: string; recordsIn: number; recordsOut: number; keyUpdatesIn: number; keyUpdatesOut: number;
+}
+
+export interface SecureContextOptions {
+  server: boolean;
+  cert?: Uint8Array; key?: Uint8Array; ca?: Uint8Array;  // PEM
+  verifyPeer?: boolean;
+  alpn?: Uint8Array;                                     // wire format: length-prefixed names
+  minVersion?: number; maxVersion?: number;              // 0x0303 / 0x0304, 0: any
+  ciphers?: string; ciphersuites?: string;               // OpenSSL syntax: TLS 1.2 list, TLS 1.3 suites
+  sniCallback?: boolean;                                 // server: handshakes pause for the SNI callback
+}
+
+// An SSL_CTX; throws Error (.code EINVAL / ERR_TLS_NATIVE, a sentence) for a bad key, certificate or option.
+export declare class SecureContext {
+  constructor(opts: SecureContextOptions);
+  free(): void;                                          // sessions made from it keep their own reference
 }
 
 // The L4 balancer's redirect table, written in-process (native/dev/lbsteer.c): fd or -errno.
 export declare function lbOpen(pinnedMap: string): number;
 export declare function lbRedirect(fd: number, src: string, sport: number, dst: string, dport: number, backend: number): number;
 export declare function lbClose(fd: number): void;
+
+// The mem: switch's steering table (native/dev/mem.c): entries held afterwards, or -errno; port < 0 removes.
+export declare function memSteer(wire: string, src: string, sport: number, dst: string, dport: number, port: number): number;
