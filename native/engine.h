@@ -50,6 +50,9 @@ bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev);
 const struct cpb_native *cpb_engine_native(struct cpb_engine *e);
 /* Busy-poll time after the last activity; takes effect at once (any thread, no lock needed). */
 void cpb_engine_set_spin_us(struct cpb_engine *e, uint32_t spin_us);
+/* Monotonic µs of the engine's last wake-up from sleep, of the round that last raised events for the
+ * application, and of the notify that announced them (migration tracing). */
+void cpb_engine_wake_trace(struct cpb_engine *e, cpb_time_t out[3]);
 struct cpb_stack *cpb_engine_stack(struct cpb_engine *e);
 struct cpb_arena *cpb_engine_arena(struct cpb_engine *e);
 struct cpb_dev *cpb_engine_dev(struct cpb_engine *e);

@@ -4,7 +4,8 @@
  * advance state the snapshot no longer shows. Held segments live in a pool of fixed buffers allocated
  * at tcp_init (cfg.hold_segs), threaded per flow in arrival order; a flow may hold at most
  * TCP_HOLD_FLOW_SEGS segments / TCP_HOLD_FLOW_BYTES, so one busy flow cannot starve the others, and
- * what does not fit is dropped and counted (the peer retransmits it).
+ * what does not fit is dropped and counted (the peer retransmits it). Every held segment raises the
+ * flow's READABLE event, so the runtime can forward it as it arrives.
  *
  * The flow's clock stops at the freeze: its timers leave the heap with their deadlines, and unfreeze
  * shifts every deadline and age by the pause, and the timestamp offset by the pause in milliseconds,
@@ -52,6 +53,10 @@ void hold_segment(struct cpb_tcp *t, struct tcb *b, cpb_ip4_t src, cpb_ip4_t dst
   b->hold_n++;
   b->hold_bytes += (uint32_t)len;
   t->stats.held_segments++;
+  /* Tell the migrating application at once (a frozen flow has nothing else to read): it passes held
+   * segments on to the target while the target is still adopting, so forwarding is off the blackout's
+   * critical path. */
+  ev_raise(t, b, TCP_EV_READABLE);
 }
 
 /* Unlinks the oldest held segment; the caller returns it with hold_put once done with the bytes. */

@@ -1,10 +1,14 @@
 // The demo's client, run by the kernel stack in the testbed's `client` namespace:
-//   node stream-client.js HOST PORT SECONDS
+//   node stream-client.js HOST PORT SECONDS [CA_FILE]
+// With CA_FILE the stream runs over TLS (Node's own tls, verifying the server against that CA); the
+// report then names the protocol and cipher and counts handshakes (one: migrations are invisible).
 // A ping-pong stream of 64-byte numbered messages (one in flight): every echo is checked byte by byte, and
 // every pause between two echoes longer than GAP_US is reported with its start time on the monotonic clock,
 // which the demo (another process on the same machine) shares, so it can match pauses to migrations.
 // Prints one JSON line at the end.
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 
 /** The JSON line this script prints (gaps: [start us on the monotonic clock, length us]). */
 export interface StreamReport {
@@ -14,10 +18,13 @@ export interface StreamReport {
   bad: number;
   gaps: [number, number][];
   error: string | null;
+  /** TLS runs only: negotiated protocol and cipher, and how many handshakes the client made. */
+  tls?: { protocol: string | null; cipher: string | null; handshakes: number };
 }
 
 const MSG = 64;
-const GAP_US = 500;
+/** Pauses shorter than this are not reported (CAPYBARA_STREAM_GAP_US lowers it to see sub-ms blackouts). */
+const GAP_US = Number(process.env.CAPYBARA_STREAM_GAP_US ?? 500);
 
 function message(i: number): Buffer {
   const b = Buffer.alloc(MSG);
@@ -26,12 +33,15 @@ function message(i: number): Buffer {
   return b;
 }
 
-const [host, portArg, secondsArg] = process.argv.slice(2);
+const [host, portArg, secondsArg, caFile] = process.argv.slice(2);
 const port = Number(portArg);
 const seconds = Number(secondsArg ?? 10);
 const now = () => Number(process.hrtime.bigint() / 1000n);
 
-const sock = net.connect(port, host!);
+let handshakes = 0;
+const sock: net.Socket = caFile
+  ? tls.connect({ host: host!, port, ca: readFileSync(caFile) })
+  : net.connect(port, host!);
 sock.setNoDelay(true);
 let sent = 0;
 let echoed = 0;
@@ -42,13 +52,21 @@ let error: string | null = null;
 const gaps: [number, number][] = [];
 let stopAt = 0;
 
+let finished = false;
 function finish(): void {
-  process.stdout.write(`${JSON.stringify({ sent, echoed, bytes: echoed * MSG, bad, gaps, error })}\n`);
+  if (finished) return;
+  finished = true;
+  const report: StreamReport = { sent, echoed, bytes: echoed * MSG, bad, gaps, error };
+  if (sock instanceof tls.TLSSocket) report.tls = { protocol: sock.getProtocol(), cipher: sock.getCipher()?.name ?? null, handshakes };
   sock.destroy();
-  process.exit(0);
+  // A long run's report is megabytes: exit only once the pipe took all of it.
+  process.stdout.write(`${JSON.stringify(report)}\n`, () => process.exit(0));
 }
+// The runner may end the stream early (SIGTERM): report what was seen so far.
+process.on('SIGTERM', finish);
 
-sock.on('connect', () => {
+sock.on(caFile ? 'secureConnect' : 'connect', () => {
+  handshakes++;
   stopAt = now() + seconds * 1e6;
   last = now();
   sock.write(message(sent++));

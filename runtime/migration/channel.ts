@@ -91,6 +91,26 @@ export class MigrationChannel extends EventEmitter<MigrationChannelEvents> {
   }
 
   /**
+   * Sends messages in one transport write, so they travel together and the peer reads them in one go (a
+   * migration's offer and the segments its flow held meanwhile: one wake-up, one turn at the target).
+   * Same errors as send(); if one message is invalid, those before it are still sent.
+   */
+  sendAll(messages: readonly MigrationMessage[]): boolean {
+    if (this.#closed) throw new ChannelError('ERR_CHANNEL_CLOSED', 'channel is closed', { fatal: false });
+    if (this.#session.state !== 'ready') {
+      this.#queue.push(...messages);
+      return true;
+    }
+    const frames: Buffer[] = [];
+    try {
+      for (const m of messages) frames.push(this.#session.seal(m));
+    } finally {
+      if (frames.length > 0) this.#transport.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    }
+    return !this.#transport.writableNeedDrain;
+  }
+
+  /**
    * Rotates to a new cluster key. Resolves once the peer was heard under the new epoch (it rotated too),
    * rejects if the channel closes first.
    */

@@ -10,10 +10,14 @@
 // The channel runs over connections of the stacks themselves, one per peer, opened on first use.
 import { CapybaraError } from '../errors.js';
 import { AppLayer, PluggedLayer } from '../../stack/layer.js';
+import { snapshotKinds, tlsLayer } from '../../stack/tls.js';
 import { MigrationChannel } from './channel.js';
+import { ChannelError } from './errors.js';
 import { MigrationDedupe } from './dedupe.js';
-import type { FlowKey, ForwardedSegment, MigrationMessage, OfferMessage } from './messages.js';
+import type { FlowKey, ForwardedSegment, ForwardMessage, MigrationMessage, OfferMessage } from './messages.js';
 import { MAX_FORWARD_SEGMENTS } from './messages.js';
+import { MigrationTrace } from './trace.js';
+import { warmUpMigrationPath } from './warmup.js';
 import type { Connection } from '../connection.js';
 import type { Server } from '../server.js';
 import type { EngineInstance } from '../native.js';
@@ -74,19 +78,26 @@ export interface MigrationHost {
 
 interface Pending {
   channel: MigrationChannel;
+  trace: MigrationTrace | null;
   resolve: () => void;
   reject: (err: MigrationError) => void;
 }
 
 interface AdoptedFlow {
   flowId: number;
+  trace: MigrationTrace | null;
 }
 
 const DEFAULT_PORT = 7400;
+/** How long open channels accept a peer's frames under the previous cluster key after a rotation. */
+export const DEFAULT_KEY_GRACE_MS = 300_000;
 const MAX_ADOPTED_TRACKED = 4096;
 const RELEASE_GRACE_MS = 50;
-const PING_TIMEOUT_MS = 300;
+// The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
+// machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
+const PING_TIMEOUT_MS = 1000;
 const TCP_SNAPSHOT_MAX = 64 * 1024 * 1024;
+const MAX_UNWRITTEN = 256 * 1024; // more than this written and not yet in the engine: wait for it to drain
 
 function flowTuple(f: FlowKey): string {
   return `${f.localAddress}:${f.localPort}-${f.remoteAddress}:${f.remotePort}`;
@@ -97,25 +108,34 @@ function us(t0: bigint): number {
 }
 
 /**
- * The app record: [u32 migrations so far][u32 unread length][unread bytes][userData]. Unread bytes are
- * what the source's stream had taken from the engine but the app had not read yet.
+ * The app record: [u32 migrations so far][u32 unread length][unread bytes][u32 unwritten length][unwritten
+ * bytes][userData]. Unread bytes are what the source's stream had taken from the engine but the app had not
+ * read yet; unwritten bytes what the app had written but had not reached the engine (Connection._divertWrites):
+ * the target writes them before the app resumes.
  */
-function encodeApp(migrations: number, unread: Uint8Array, userData: Uint8Array): Uint8Array {
-  const out = new Uint8Array(8 + unread.length + userData.length);
+function encodeApp(migrations: number, unread: Uint8Array, unwritten: Uint8Array, userData: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + unread.length + unwritten.length + userData.length);
   const v = new DataView(out.buffer);
   v.setUint32(0, migrations >>> 0, true);
   v.setUint32(4, unread.length, true);
   out.set(unread, 8);
-  out.set(userData, 8 + unread.length);
+  v.setUint32(8 + unread.length, unwritten.length, true);
+  out.set(unwritten, 12 + unread.length);
+  out.set(userData, 12 + unread.length + unwritten.length);
   return out;
 }
 
-function decodeApp(bytes: Uint8Array): { migrations: number; unread: Uint8Array; userData: Uint8Array } {
-  if (bytes.length < 8) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record shorter than its header');
+function decodeApp(bytes: Uint8Array): { migrations: number; unread: Uint8Array; unwritten: Uint8Array; userData: Uint8Array } {
+  if (bytes.length < 12) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record shorter than its header');
   const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const n = v.getUint32(4, true);
-  if (n > bytes.length - 8) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record: unread length beyond the record');
-  return { migrations: v.getUint32(0, true), unread: bytes.slice(8, 8 + n), userData: bytes.slice(8 + n) };
+  if (n > bytes.length - 12) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record: unread length beyond the record');
+  const w = v.getUint32(8 + n, true);
+  if (w > bytes.length - 12 - n) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record: unwritten length beyond the record');
+  return {
+    migrations: v.getUint32(0, true), unread: bytes.slice(8, 8 + n), unwritten: bytes.slice(12 + n, 12 + n + w),
+    userData: bytes.slice(12 + n + w),
+  };
 }
 
 interface SourceConn {
@@ -137,17 +157,20 @@ export class Migrator {
   readonly #adopted = new Map<string, AdoptedFlow>(); // `${peer}/${epoch}/${id}` -> flow on this host
   readonly #dedupe = new MigrationDedupe();
   readonly #layers;
+  readonly #tlsLayers; // tcp, tls, app: connections with TLS (their record holds keys)
   #server: Server | null = null;
   #nextId = 1;
   #closed = false;
   readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0 };
   readonly #pongs = new Map<number, () => void>();
+  #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
   #nonce = 1;
+  #warmup: { stop(): void } | null = null; // JIT warm-up of the offer path (warmup.ts)
 
   constructor(host: MigrationHost, opts: MigratorOptions) {
     this.#host = host;
-    this.#opts = opts;
+    this.#opts = { ...opts, clusterKey: Buffer.from(opts.clusterKey) }; // our copy: rotateKey replaces and wipes it
     this.name = opts.name;
     this.#port = opts.port ?? DEFAULT_PORT;
     for (const p of opts.peers) if (p.name !== opts.name) this.#peers.set(p.name, p);
@@ -171,6 +194,9 @@ export class Migrator {
       },
     });
     this.#layers = new AppLayer<SourceConn, void, number>({ lower: tcp, maxUserData: 1024 * 1024 });
+    const tls = tlsLayer<SourceConn>(tcp, engine, (what, detail, cause) =>
+      new MigrationError(what === 'snapshot' ? 'ERR_MIGRATION_SNAPSHOT' : 'ERR_MIGRATION_ADOPT', detail, { cause }));
+    this.#tlsLayers = new AppLayer<SourceConn, void, number>({ lower: tls, maxUserData: 1024 * 1024 });
   }
 
   get port(): number {
@@ -185,10 +211,12 @@ export class Migrator {
   start(): void {
     this.#server = this.#host.createServer((conn) => this.#accept(conn));
     this.#server.listen(this.#port);
+    this.#warmup = warmUpMigrationPath(200, 5);
   }
 
   close(): void {
     this.#closed = true;
+    this.#warmup?.stop();
     this.#server?.close();
     for (const p of this.#pending.values()) p.reject(new MigrationError('ERR_MIGRATION_CLOSED', 'runtime closing'));
     this.#pending.clear();
@@ -196,10 +224,66 @@ export class Migrator {
     this.#channels.clear();
   }
 
+  get keyEpoch(): number {
+    return this.#opts.keyEpoch ?? 0;
+  }
+
+  /**
+   * Key rotation (`capybara ctl rotate-key`; the operator gives the new key to every runtime of the
+   * cluster). New channels use the new key at once. Every open channel switches in-band (KEY_UPDATE under
+   * the new epoch) and keeps accepting the peer's frames under the previous key until the peer has rotated
+   * too; a peer that has not followed within graceMs is disconnected, so the old key stops being accepted.
+   * A channel whose peer rotated first waits (keyNeeded) for this call, then continues. Until every runtime
+   * has rotated, new handshakes between rotated and unrotated ones are refused (the channel HELLO proves
+   * one key) and a migration toward an unrotated peer fails safe: the flow stays where it is.
+   */
+  async rotateKey(key: Uint8Array, keyEpoch?: number, graceMs = DEFAULT_KEY_GRACE_MS): Promise<{ keyEpoch: number; channels: number }> {
+    const current = this.#opts.keyEpoch ?? 0;
+    const epoch = keyEpoch ?? current + 1;
+    if (!(key instanceof Uint8Array) || key.length < 32 || key.length > 64) throw new MigrationError('ERR_MIGRATION_KEY', 'the cluster key must be 32..64 bytes');
+    if (!Number.isInteger(epoch) || epoch <= current || epoch > 0xffffffff) throw new MigrationError('ERR_MIGRATION_KEY', `key epoch ${epoch} must be after the current ${current}`);
+    if (!Number.isInteger(graceMs) || graceMs < 0) throw new MigrationError('ERR_MIGRATION_KEY', 'graceMs must be a whole number of milliseconds');
+    const old = this.#opts.clusterKey;
+    this.#opts.clusterKey = Buffer.from(key);
+    this.#opts.keyEpoch = epoch;
+    old.fill(0);
+    this.#keyGraceMs = graceMs;
+    let channels = 0;
+    for (const opening of [...this.#channels.values()]) {
+      const ch = await opening.catch(() => null);
+      if (!ch || ch.closed || ch.keyEpoch >= epoch) continue;
+      channels++;
+      this.#rotateChannel(ch, epoch, graceMs);
+    }
+    return { keyEpoch: epoch, channels };
+  }
+
+  #keyGraceMs = DEFAULT_KEY_GRACE_MS;
+
+  #rotateChannel(ch: MigrationChannel, epoch: number, graceMs: number): void {
+    const timer = setTimeout(() => ch.destroy(new ChannelError('ERR_CHANNEL_EPOCH', `${ch.peer ?? 'peer'} did not move to key epoch ${epoch} within ${graceMs} ms`)), graceMs);
+    timer.unref();
+    ch.rotateKey(this.#opts.clusterKey, epoch).then(() => clearTimeout(timer), () => clearTimeout(timer));
+  }
+
+  /** The peer sent frames under a newer key epoch: ours already (rotate this channel), or one we wait for. */
+  #onKeyNeeded(ch: MigrationChannel, epoch: number): void {
+    if (epoch === (this.#opts.keyEpoch ?? 0)) {
+      this.#rotateChannel(ch, epoch, this.#keyGraceMs);
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (!ch.closed && ch.keyEpoch < epoch) ch.destroy(new ChannelError('ERR_CHANNEL_EPOCH', `no key for epoch ${epoch} after ${this.#keyGraceMs} ms`));
+    }, this.#keyGraceMs);
+    timer.unref();
+    ch.once('close', () => clearTimeout(timer));
+  }
+
   #accept(conn: Connection): void {
     conn.setNoDelay(true);
     const ch = new MigrationChannel(conn, { name: this.name, role: 'responder', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0 });
     ch.on('message', (m) => this.#onMessage(ch, m));
+    ch.on('keyNeeded', (e) => this.#onKeyNeeded(ch, e));
     ch.on('close', () => {
       conn.destroy();
       this.#failPending(ch);
@@ -252,6 +336,7 @@ export class Migrator {
         name: this.name, role: 'initiator', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0, expectedPeer: peer,
       });
       ch.on('message', (m) => this.#onMessage(ch, m));
+      ch.on('keyNeeded', (e) => this.#onKeyNeeded(ch, e));
       ch.on('close', () => {
         conn.destroy();
         this.#failPending(ch);
@@ -273,7 +358,9 @@ export class Migrator {
     if (this.#closed) throw new MigrationError('ERR_MIGRATION_CLOSED', 'migrator closed');
     if (conn.destroyed || conn.connecting) throw new MigrationError('ERR_MIGRATION_STATE', 'connection is not open');
     if (conn.migrating) throw new MigrationError('ERR_MIGRATION_STATE', 'connection is already being migrated');
+    if (conn.handshaking) throw new MigrationError('ERR_MIGRATION_STATE', 'the TLS handshake is still running');
     const t0 = process.hrtime.bigint();
+    const trace = MigrationTrace.start({ side: 'source', name: this.name, peer });
     const ch = await this.#channel(peer).catch((err: unknown) => {
       throw err instanceof MigrationError ? err : new MigrationError('ERR_MIGRATION_NO_PEER', `peer ${peer} unreachable: ${(err as Error).message}`, { cause: err });
     });
@@ -284,9 +371,14 @@ export class Migrator {
       remoteAddress: conn.remoteAddress ?? '0.0.0.0', remotePort: conn.remotePort ?? 0,
     };
 
+    trace?.set('migrationId', migrationId);
+    trace?.hop('start', Number(t0 / 1000n));
     // 0. a ping first, so a dead or wedged peer is found while the connection still runs normally.
     try {
+      this.#lastTrace = trace;
+      trace?.hop('pingSend');
       await this.#alive(ch, peer, PING_TIMEOUT_MS);
+      trace?.hop('pongResumed');
     } catch (err) {
       this.stats.failed++;
       ch.close();
@@ -295,17 +387,47 @@ export class Migrator {
 
     // 1. capture: the app stops, the stream stops pulling, everything written reaches the engine. From here
     // on the client sees a pause, so nothing here waits on the network.
+    // Another migrate() of this connection may have started while this one waited for the channel and the
+    // pong: only one of them may take it (the other would ship a copy of a flow that is already moving).
+    if (conn.migrating || conn.destroyed) {
+      throw new MigrationError('ERR_MIGRATION_STATE', 'connection is already being migrated');
+    }
     const tCapture = process.hrtime.bigint();
+    trace?.hop('capture', Number(tCapture / 1000n));
     const unread = conn._holdForMigration();
     let userData: Uint8Array;
     let frozen = false;
+    // Segments the frozen flow holds go to the target as they arrive, from the offer on (each held segment
+    // raises the flow's Readable event): the client's segment caught by the freeze then reaches the target
+    // right behind the offer instead of after the 'adopted' round trip, the steering and another hop. The
+    // target injects them only if it adopted; until it said so, `sent` keeps them for giving back here.
+    let forwarding: 'no' | 'speculative' | 'owned' = 'no';
+    const sent: ForwardedSegment[] = [];
+    let forwarded = 0;
+    const onReadable = conn.onReadable;
+    conn.onReadable = () => {
+      if (forwarding !== 'no') forwarded += this.#forwardHeld(ch, conn.id, migrationId, forwarding === 'speculative' ? sent : null);
+      onReadable.call(conn);
+    };
     const giveBack = () => {
-      if (frozen) engine.unfreeze(conn.id);
+      forwarding = 'no';
+      conn.onReadable = onReadable;
+      if (frozen) {
+        // Everything held comes back in arrival order: what was sent on first, then what is still here.
+        const rest = engine.drainHeld(conn.id);
+        if (typeof rest !== 'number') for (const [src, dst, bytes] of rest) sent.push({ src, dst, bytes });
+        engine.unfreeze(conn.id);
+        for (const seg of sent) engine.inject(seg.src, seg.dst, seg.bytes);
+      }
+      conn._restoreDiverted(); // before the app writes again
       conn.migrationHooks?.abort();
       conn._resumeAfterMigration(unread);
     };
     try {
       userData = opts.userData ?? (conn.migrationHooks ? await conn.migrationHooks.capture() : new Uint8Array(0));
+      // What the app wrote and the engine could not take yet travels too, instead of waiting (network bound)
+      // for room in the send buffer; the loop below then only waits for the stream to hand it over.
+      conn._divertWrites(MAX_UNWRITTEN);
       const deadline = Date.now() + (opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
       while (!conn._writesFlushed) {
         if (Date.now() > deadline) throw new MigrationError('ERR_MIGRATION_BUSY', 'written data did not drain into the engine in time');
@@ -316,6 +438,7 @@ export class Migrator {
       throw err;
     }
     const captureUs = us(tCapture);
+    trace?.hop('captured');
 
     // 2. freeze + snapshot.
     const tFreeze = process.hrtime.bigint();
@@ -329,13 +452,15 @@ export class Migrator {
     const tSnap = process.hrtime.bigint();
     let snapshot: Uint8Array;
     try {
-      snapshot = this.#layers.serialize({ flowId: conn.id, userData: encodeApp(conn.migrations, unread, userData) }, undefined);
+      const layers = conn.encrypted ? this.#tlsLayers : this.#layers; // TLS: tcp + tls + app records
+      snapshot = layers.serialize({ flowId: conn.id, userData: encodeApp(conn.migrations, unread, conn._diverted(), userData) }, undefined);
     } catch (err) {
       giveBack();
       throw err instanceof CapybaraError ? err : new MigrationError('ERR_MIGRATION_SNAPSHOT', String(err), { cause: err });
     }
     const snapshotUs = us(tSnap);
     const snapshotBytes = snapshot.length;
+    trace?.hop('snapshotted');
 
     // 3. ship; the target answers 'adopted' or 'rejected'.
     const tShip = process.hrtime.bigint();
@@ -347,11 +472,21 @@ export class Migrator {
         }, opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
         this.#pending.set(migrationId, {
           channel: ch,
+          trace,
           resolve: () => { clearTimeout(timer); resolve(); },
           reject: (e) => { clearTimeout(timer); reject(e); },
         });
-        ch.send({ type: 'offer', migrationId, epoch: this.epoch, flow, snapshot } satisfies OfferMessage);
+        trace?.hop('offerSeal');
+        // What the flow held since the freeze rides in the same write as the offer.
+        const early = this.#heldMessages(conn.id, migrationId, sent);
+        for (const f of early) forwarded += f.segments.length;
+        ch.sendAll([{ type: 'offer', migrationId, epoch: this.epoch, flow, snapshot } satisfies OfferMessage, ...early]);
+        trace?.hop('offerSent');
+        forwarding = 'speculative';
       });
+      forwarding = 'owned';
+      sent.length = 0;
+      trace?.hop('adoptedResumed');
     } catch (err) {
       this.stats.failed++;
       giveBack();
@@ -372,10 +507,15 @@ export class Migrator {
       }
     }
     const steerUs = us(tSteer);
+    trace?.hop('steered');
     const tRel = process.hrtime.bigint();
-    const forwardedSegments = this.#forwardHeld(ch, conn.id, migrationId);
+    forwarded += this.#forwardHeld(ch, conn.id, migrationId);
+    const forwardedSegments = forwarded;
     const releaseUs = us(tRel);
     const blackoutUs = us(tCapture);
+    trace?.hop('forwarded');
+    trace?.set('forwardedSegments', forwardedSegments);
+    trace?.end();
     // Packets already past the balancer keep arriving here for a moment; a released flow would answer
     // them with RST. Keep it frozen (holding) a little longer, forward the stragglers, then forget it.
     const tuple = flowTuple(flow);
@@ -386,6 +526,8 @@ export class Migrator {
       if (straggler) clearInterval(straggler);
       this.#graceful.delete(tuple);
       this.#forwardHeld(ch, conn.id, migrationId);
+      forwarding = 'no';
+      conn.onReadable = onReadable;
       engine.release(conn.id);
       conn._detachMigrated(peer);
       if (!ch.closed) ch.send({ type: 'release', migrationId, epoch: this.epoch });
@@ -407,15 +549,30 @@ export class Migrator {
     };
   }
 
-  #forwardHeld(ch: MigrationChannel, flowId: number, migrationId: number): number {
+  /** What the frozen flow holds, as forward messages; `keep` (before adoption) collects it for giving back. */
+  #heldMessages(flowId: number, migrationId: number, keep: ForwardedSegment[] | null): ForwardMessage[] {
     const held = this.#host.engine.drainHeld(flowId);
-    if (typeof held === 'number' || held.length === 0) return 0;
-    if (ch.closed) return 0; // the peer is gone: the client's retransmissions will reach it after steering
-    for (let i = 0; i < held.length; i += MAX_FORWARD_SEGMENTS) {
-      const segments: ForwardedSegment[] = held.slice(i, i + MAX_FORWARD_SEGMENTS).map(([src, dst, bytes]) => ({ src, dst, bytes }));
-      ch.send({ type: 'forward', migrationId, epoch: this.epoch, segments });
+    if (typeof held === 'number' || held.length === 0) return [];
+    const all: ForwardedSegment[] = held.map(([src, dst, bytes]) => ({ src, dst, bytes }));
+    if (keep) keep.push(...all);
+    const out: ForwardMessage[] = [];
+    for (let i = 0; i < all.length; i += MAX_FORWARD_SEGMENTS) {
+      out.push({ type: 'forward', migrationId, epoch: this.epoch, segments: all.slice(i, i + MAX_FORWARD_SEGMENTS) });
     }
-    return held.length;
+    return out;
+  }
+
+  /** Sends what the frozen flow holds to the target; `keep` (before adoption) collects it for giving back. */
+  #forwardHeld(ch: MigrationChannel, flowId: number, migrationId: number, keep: ForwardedSegment[] | null = null): number {
+    if (ch.closed) return 0; // before adoption it stays held for giving back; after, the client retransmits to the target
+    const msgs = this.#heldMessages(flowId, migrationId, keep);
+    if (msgs.length === 0) return 0;
+    try {
+      ch.sendAll(msgs);
+    } catch {
+      return 0; // the channel closed under us: kept copies (before adoption) still go back
+    }
+    return msgs.reduce((n, m) => n + m.segments.length, 0);
   }
 
   #onMessage(ch: MigrationChannel, m: MigrationMessage): void {
@@ -427,6 +584,8 @@ export class Migrator {
         const p = this.#pending.get(m.migrationId);
         if (!p) return; // late (timed out) or duplicate
         this.#pending.delete(m.migrationId);
+        p.trace?.hop('adoptedRecv');
+        p.trace?.wake('adopted', this.#host.engine);
         if (m.type === 'adopted') p.resolve();
         else p.reject(new MigrationError('ERR_MIGRATION_REJECTED', `${ch.peer ?? 'peer'} refused the connection: ${m.reason}`));
         break;
@@ -434,9 +593,22 @@ export class Migrator {
       case 'forward': {
         const a = this.#adopted.get(`${ch.peer}/${m.epoch}/${m.migrationId}`);
         if (!a) return;
+        // The flow may have moved on from here (and been released) while its first source was still in its
+        // grace: its stragglers would meet no flow here and make TCP answer the client with RST. Drop them;
+        // the client retransmits to where the flow is now.
+        if (this.#host.engine.flowInfo(a.flowId) === null) return;
+        if (a.trace) {
+          a.trace.hop('forwardRecv');
+          a.trace.wake('forward', this.#host.engine);
+        }
         for (const seg of m.segments) {
           this.#host.engine.inject(seg.src, seg.dst, seg.bytes);
           this.stats.forwardedIn++;
+        }
+        if (a.trace) {
+          a.trace.hop('injected');
+          a.trace.end();
+          a.trace = null;
         }
         break;
       }
@@ -447,6 +619,9 @@ export class Migrator {
         ch.send({ type: 'pong', nonce: m.nonce });
         break;
       case 'pong': {
+        this.#lastTrace?.hop('pongRecv');
+        this.#lastTrace?.wake('pong', this.#host.engine);
+        this.#lastTrace = null;
         const done = this.#pongs.get(m.nonce);
         this.#pongs.delete(m.nonce);
         done?.();
@@ -459,6 +634,9 @@ export class Migrator {
 
   #onOffer(ch: MigrationChannel, m: OfferMessage): void {
     const peer = ch.peer ?? '?';
+    const trace = MigrationTrace.start({ side: 'target', name: this.name, peer, migrationId: m.migrationId });
+    trace?.hop('offerRecv');
+    if (trace) trace.wake('offer', this.#host.engine);
     const verdict = this.#dedupe.observeMessage(m, peer, this.name);
     const key = `${peer}/${m.epoch}/${m.migrationId}`;
     if (verdict === 'duplicate') {
@@ -478,8 +656,10 @@ export class Migrator {
     }
     this.#graceful.get(flowTuple(m.flow))?.(); // our own old copy of this flow, still in its grace: drop it
     let state;
+    let tls = false;
     try {
-      state = this.#layers.deserialize(m.snapshot, undefined);
+      tls = snapshotKinds(m.snapshot).includes('tls');
+      state = (tls ? this.#tlsLayers : this.#layers).deserialize(m.snapshot, undefined);
     } catch (err) {
       reject((err as Error).message);
       return;
@@ -498,9 +678,35 @@ export class Migrator {
       const oldest = this.#adopted.keys().next().value; // its release was lost: forwarding for it is over
       if (oldest !== undefined) this.#adopted.delete(oldest);
     }
-    this.#adopted.set(key, { flowId: state.lower });
-    ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
+    trace?.hop('adopted');
+    // This runtime owns the flow from here on (the source stays frozen until it hears from us), so the
+    // balancer can follow at once: the client's next segment comes here without waiting for the answer
+    // to reach the source. The source steers again (the same entry) when the answer arrives.
+    if (this.#opts.steer) this.#opts.steer(m.flow, this.name).catch(() => {});
+    trace?.hop('steered');
+    this.#adopted.set(key, { flowId: state.lower, trace });
+    // The answer only lets the source forget its frozen copy: the client's traffic already comes here
+    // (steered above, held segments forwarded speculatively). Sealing and sending it wakes the source's
+    // threads, which on a small machine compete with this one for the CPU, so it leaves after this turn
+    // has handed the connection to the app and injected what was forwarded along with the offer.
+    setImmediate(() => {
+      if (ch.closed) return;
+      try {
+        ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
+      } catch {
+        // closed meanwhile: the source times out and takes its frozen copy back
+      }
+      trace?.hop('replySent');
+    });
     this.stats.in++;
-    server.takeMigrated(state.lower, app.unread, app.userData, app.migrations + 1);
+    server.takeMigrated(state.lower, app.unread, app.userData, app.migrations + 1, tls, app.unwritten);
+    trace?.hop('taken');
+    if (trace) setTimeout(() => { // no forward came (nothing was held): write what we have
+      const a = this.#adopted.get(key);
+      if (a?.trace) {
+        a.trace.end();
+        a.trace = null;
+      }
+    }, 100).unref();
   }
 }

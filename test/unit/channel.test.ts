@@ -580,6 +580,23 @@ describe('migration channel over loopback TCP', { timeout: 120_000 }, () => {
     assert.equal(b.closed, null, 'a clean end between frames');
   });
 
+  it('sendAll: several messages in one write, in order, queued before the handshake too; an invalid one stops the rest', async () => {
+    const { a, b } = await pair();
+    const seg = { src: '192.168.7.9', dst: '10.0.0.1', bytes: Uint8Array.of(1, 2, 3) };
+    a.ch.sendAll([offer(1), { type: 'forward', migrationId: 1, epoch: 1, segments: [seg] }]); // racing the handshake
+    await a.ch.ready;
+    a.ch.sendAll([offer(2), { type: 'forward', migrationId: 2, epoch: 1, segments: [seg, seg] }, { type: 'ping', nonce: 7 }]);
+    assert.throws(() => a.ch.sendAll([{ type: 'ping', nonce: 8 }, { type: 'ping', nonce: -1 }, { type: 'ping', nonce: 9 }]),
+      isCode('ERR_CHANNEL_MESSAGE'));
+    await b.until(() => b.messages.length >= 6, 'batched messages');
+    assert.deepEqual(b.messages.map((m) => `${m.type}:${'migrationId' in m ? m.migrationId : (m as { nonce: number }).nonce}`),
+      ['offer:1', 'forward:1', 'offer:2', 'forward:2', 'ping:7', 'ping:8']);
+    const f = b.messages[3]!;
+    assert.ok(f.type === 'forward' && f.segments.length === 2 && Buffer.from(f.segments[1]!.bytes).equals(Buffer.from([1, 2, 3])));
+    assert.deepEqual([a.rejected, b.rejected, a.errors, b.errors], [[], [], [], []]);
+    a.ch.close();
+  });
+
   it('refuses a peer with the wrong key', async () => {
     const { a, b } = await pair({}, { key: KEY2 });
     await assert.rejects(a.ch.ready, isCode('ERR_CHANNEL_AUTH'));
