@@ -1,20 +1,29 @@
 // What every suite gets: where things are, the testbed (brought up once on demand and taken down at the
 // end only if the bench brought it up), and how results are written.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PLAN, down, status, up } from '../dataplane/testbed.js';
 import { packageRoot } from '../runtime/native.js';
 import { dateStamp } from './format.js';
-import { machineInfo, type MachineInfo } from './machine.js';
+import type { LatencyHistogram, LatencySummary } from './hdr.js';
+import { machineInfo, versions, type MachineInfo, type Versions } from './machine.js';
+import { renderPlot, type PlotFiles } from './plot.js';
+import { Progress } from './progress.js';
+import { missingNumbers, ratioTable, ratiosOf, type SuiteNumbers } from './result.js';
+import { BenchError } from './proc.js';
+import type { TopLevelSpec } from 'vega-lite';
 
 export interface BenchOptions {
   outDir?: string;
   quick?: boolean;
   /** The command line that started the run, written into every summary ("how it was made"). */
   command?: string;
-  /** Progress lines (default: stderr). */
+  /** Progress lines (default: stderr, above the progress bar). */
   log?: (line: string) => void;
+  /** The progress bar (default: on stderr when it is a terminal). */
+  progress?: Progress;
   /** Only these servers (e.g. ["kernel", "node"] to check the baselines alone); default all. */
   targets?: string[];
 }
@@ -28,6 +37,8 @@ export class BenchContext {
   readonly started: Date;
   readonly log: (line: string) => void;
   readonly targets: ReadonlySet<string> | null;
+  readonly progress: Progress;
+  readonly versions: Versions;
   #testbedUp = false;
   #broughtUp = false;
 
@@ -38,7 +49,9 @@ export class BenchContext {
     this.command = opts.command ?? 'capybara bench';
     this.machine = machineInfo();
     this.started = new Date();
-    this.log = opts.log ?? ((l) => process.stderr.write(`[bench] ${l}\n`));
+    this.progress = opts.progress ?? new Progress();
+    this.log = opts.log ?? ((l) => this.progress.log(`[bench] ${l}`));
+    this.versions = versions(this.root);
     this.targets = opts.targets && opts.targets.length > 0 ? new Set(opts.targets) : null;
   }
 
@@ -87,27 +100,63 @@ export class BenchContext {
     return join(this.outDir, `${dateStamp(this.started)}-${suite}`);
   }
 
-  /** Writes result.json and summary.md of a suite; returns the folder. */
-  write(suite: string, result: Record<string, unknown>, summary: string): string {
-    const dir = this.suiteDir(suite);
-    mkdirSync(dir, { recursive: true });
+  /** The suite's folder, created. */
+  dir(suite: string): string {
+    const d = this.suiteDir(suite);
+    mkdirSync(d, { recursive: true });
+    return d;
+  }
+
+  /** Writes the histogram's percentile distribution to the suite's folder as NAME.hgrm; returns its summary. */
+  saveHistogram(suite: string, h: LatencyHistogram): LatencySummary & { hgrm: string } {
+    const file = `${h.name}.hgrm`;
+    writeFileSync(join(this.dir(suite), file), h.hgrm());
+    return { ...h.summary(), hgrm: file };
+  }
+
+  /** Renders a plot into the suite's folder (SVG and PNG). */
+  plot(suite: string, name: string, spec: TopLevelSpec): Promise<PlotFiles> {
+    return renderPlot(spec, this.dir(suite), name);
+  }
+
+  /**
+   * Writes result.json and summary.md of a suite; returns the folder. `numbers` (systems and headline
+   * measures) goes into result.json with the ratios, and summary.md gets its ratio table and the plots.
+   * A suite whose numbers miss a system throws: a run that measured nothing must not pass for one.
+   */
+  write(suite: string, result: Record<string, unknown>, summary: string, numbers?: SuiteNumbers, plots: PlotFiles[] = []): string {
+    const dir = this.dir(suite);
+    if (numbers) {
+      const missing = missingNumbers(numbers);
+      if (missing.length > 0) throw new BenchError(`${suite}: ${missing.join('; ')}`);
+    }
     const doc = {
       suite,
       date: this.started.toISOString(),
       command: this.command,
       quick: this.quick,
       machine: this.machine,
+      // 1/5/15-minute load when the suite ended: the machine is shared, and a busy one explains noisy numbers
+      loadAverage: loadavg(),
+      versions: this.versions,
+      ...(numbers ? { systems: numbers.systems, measures: numbers.measures, ratios: ratiosOf(numbers) } : {}),
+      ...(plots.length ? { plots } : {}),
       ...result,
     };
     writeFileSync(join(dir, 'result.json'), `${JSON.stringify(doc, null, 2)}\n`);
     const m = this.machine;
+    const v = this.versions;
+    const parts = [summary.trimEnd()];
+    if (numbers) parts.push('', '## Headline numbers and ratios', '', ratioTable(numbers), '', 'A ratio is capybara\'s number divided by the baseline\'s; whether above or below 1.00x is better depends on the unit.');
+    if (plots.length) parts.push('', '## Plots', '', ...plots.map((p) => `![${p.svg}](${p.svg})`));
     const footer = [
       '',
-      `Machine: ${m.cpuModel}, ${m.cores} cores, Linux ${m.kernel}, Node ${m.node}.`,
-      `Made by: \`${this.command}\` on ${this.started.toISOString()}${this.quick ? ' (quick mode)' : ''}; raw numbers in result.json.`,
+      `Machine: ${m.cpuModel}, ${m.cores} cores (load average ${loadavg().map((l) => l.toFixed(1)).join(' / ')} at the end), Linux ${m.kernel}, Node ${m.node}; capybara ${v.capybara}${v.commit ? ` (${v.commit})` : ''},` +
+        ` sockperf ${v.sockperf ?? 'n/a'}, wrk ${v.wrk ?? 'n/a'}, iperf3 ${v.iperf3 ?? 'n/a'}.`,
+      `Made by: \`${this.command}\` on ${this.started.toISOString()}${this.quick ? ' (quick mode)' : ''}; raw numbers in result.json, latency distributions in *.hgrm.`,
       '',
     ].join('\n');
-    writeFileSync(join(dir, 'summary.md'), `${summary.trimEnd()}\n${footer}`);
+    writeFileSync(join(dir, 'summary.md'), `${parts.join('\n')}\n${footer}`);
     return dir;
   }
 }

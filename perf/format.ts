@@ -181,3 +181,17 @@ export function slabDelta(before: Map<string, SlabCache>, after: Map<string, Sla
   }
   return { bytes, byCache };
 }
+
+/**
+ * The per-message round trips (µs) of a sockperf --full-log CSV ("packet, txTime(sec), rxTime(sec),
+ * rtt(usec)" rows). Throws ParseError when there are none.
+ */
+export function parseSockperfFullLog(csv: string): number[] {
+  const out: number[] = [];
+  for (const line of csv.split('\n')) {
+    const m = /^\s*\d+,\s*[0-9.]+,\s*[0-9.]+,\s*([0-9.]+)\s*$/.exec(line);
+    if (m) out.push(Number(m[1]));
+  }
+  if (out.length === 0) throw new ParseError('sockperf full log has no samples');
+  return out;
+}

@@ -1,4 +1,4 @@
-// idle: what an idle connection costs. Two capybara Stacks in this process joined by a mem: wire, the
+// What an idle connection costs (the "held" half of the cps suite, perf/cps.ts). Two capybara Stacks in this process joined by a mem: wire, the
 // client stack opening N connections to the server stack; the arena stats before and after tell how
 // many TCB slots and data chunks the connections hold (expected: exactly one slot per endpoint, no
 // chunk). Side by side, the same number of idle Node `net` connections over the kernel's loopback: the
@@ -10,8 +10,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Stack } from '../runtime/stack.js';
 import type { Connection } from '../runtime/connection.js';
-import type { BenchContext } from './context.js';
-import { fmt, fmtRatio, markdownTable, parseSlabinfo, ratio, slabDelta, type SlabCache } from './format.js';
+import { parseSlabinfo, slabDelta, type SlabCache } from './format.js';
 import { BenchError, sleep } from './proc.js';
 
 const BUDGET_BYTES = 256 * 1024 * 1024;
@@ -52,7 +51,7 @@ function readSlabs(): Map<string, SlabCache> | null {
   }
 }
 
-function fdLimit(): number {
+export function fdLimit(): number {
   try {
     const m = /Max open files\s+(\d+)/.exec(readFileSync('/proc/self/limits', 'utf8'));
     if (m) return Number(m[1]);
@@ -224,45 +223,4 @@ export async function kernelIdle(n: number): Promise<KernelIdle> {
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   }
-}
-
-export async function runIdle(ctx: BenchContext): Promise<{ dir: string; result: Record<string, unknown> }> {
-  const n = ctx.quick ? 2000 : 20_000;
-  ctx.log(`idle: ${n} capybara connections over mem:`);
-  const cpb = await capybaraIdle(n);
-  if (cpb.slotsPerConnection.server <= 0 || cpb.slotsPerConnection.client <= 0) {
-    throw new BenchError(`idle: arena stats did not move (slots per connection ${JSON.stringify(cpb.slotsPerConnection)})`);
-  }
-  // Both ends of every kernel connection are in this process: two descriptors each.
-  const nk = Math.max(1, Math.min(n, Math.floor((fdLimit() - 256) / 2)));
-  ctx.log(`idle: ${nk} Node net connections over kernel loopback`);
-  const ker = await kernelIdle(nk);
-
-  const exact = cpb.slotsPerConnection.server === 1 && cpb.slotsPerConnection.client === 1 && cpb.chunksPerConnection.server === 0 && cpb.chunksPerConnection.client === 0;
-  const rows: (string | number)[][] = [
-    ['capybara (arena)', cpb.connections, `${fmt(cpb.slotsPerConnection.server, 3)} slot + ${fmt(cpb.chunksPerConnection.server, 3)} chunk`, fmt(cpb.bytesPerEndpoint, 0), cpb.fitIn256MiB.toLocaleString('en-US'), fmt(cpb.jsHeapBytesPerEndpoint, 0)],
-    ['kernel TCP (slab) + Node net', ker.connections, 'socket + file', fmt(ker.slabBytesPerEndpoint, 0), ker.fitIn256MiB === null ? 'n/a' : ker.fitIn256MiB.toLocaleString('en-US'), fmt(ker.jsHeapBytesPerEndpoint, 0)],
-  ];
-  const ratios = {
-    stackBytesCapybaraVsKernel: ratio(cpb.bytesPerEndpoint, ker.slabBytesPerEndpoint),
-    jsHeapCapybaraVsNode: ratio(cpb.jsHeapBytesPerEndpoint, ker.jsHeapBytesPerEndpoint),
-  };
-  const s = cpb.after.server;
-  const summary = [
-    '# idle: memory per idle connection (bytes per endpoint, lower is better)',
-    '',
-    `capybara: two Stacks in one process over a mem: wire, the client opening ${cpb.connections} connections to the server (maxFlows ${cpb.maxFlows}).`,
-    `Arena: ${s.slots} slots of ${s.slotSize} B and ${s.chunks} chunks of ${s.chunkSize} B (${(s.bytes / 2 ** 20).toFixed(1)} MiB mapped${s.hugepages ? ', hugepages' : ''});`,
-    `slots used (server) ${cpb.before.server.slotsUsed} → ${s.slotsUsed}, chunks used ${cpb.before.server.chunksUsed} → ${s.chunksUsed};`,
-    `client ${cpb.before.client.slotsUsed} → ${cpb.after.client.slotsUsed} slots, ${cpb.before.client.chunksUsed} → ${cpb.after.client.chunksUsed} chunks.`,
-    exact ? '**An idle connection costs exactly one slot and zero chunks on each side.**' : '**An idle connection does NOT cost exactly one slot and zero chunks** (see the numbers).',
-    `kernel: ${ker.connections} Node \`net\` connections over 127.0.0.1 in one process; kernel bytes = growth of the slab caches ${KERNEL_CACHES.join(', ')} (/proc/slabinfo, machine-wide, so approximate).`,
-    '',
-    markdownTable(['stack', 'connections', 'per endpoint', 'stack bytes / endpoint', 'endpoints in 256 MiB', 'JS heap bytes / endpoint'], rows),
-    '',
-    `Ratios (capybara / kernel): stack memory ${fmtRatio(ratios.stackBytesCapybaraVsKernel)}, JS heap ${fmtRatio(ratios.jsHeapCapybaraVsNode)}.`,
-    'JS heap is process heapUsed growth (after a full GC) divided by 2N: both ends of every connection live in the process.',
-  ].join('\n');
-  const result = { config: { connections: n, kernelConnections: nk, budgetBytes: BUDGET_BYTES, kernelCaches: KERNEL_CACHES, gc: gcFunction() !== undefined }, capybara: cpb, kernel: ker, exactlyOneSlotNoChunk: exact, ratios };
-  return { dir: ctx.write('idle', result, summary), result };
 }

@@ -7,10 +7,11 @@ async function main(): Promise<number> {
   const { values, positionals } = parseArgs({
     args: process.argv.slice(2),
     options: { out: { type: 'string' }, quick: { type: 'boolean' }, only: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    // (--compare and --json are the CLI's: `capybara bench`)
     allowPositionals: true,
   });
   if (values.help) {
-    process.stdout.write(`usage: main.js [suite...] [--out DIR] [--quick] [--only capybara,kernel,node]\nsuites:\n${Object.entries(SUITES).map(([k, v]) => `  ${k.padEnd(5)} ${v.summary}`).join('\n')}\n`);
+    process.stdout.write(`usage: main.js [suite...] [--out DIR] [--quick] [--only capybara,kernel,node]\nsuites:\n${Object.entries(SUITES).map(([k, v]) => `  ${k.padEnd(10)} ${v.summary}`).join('\n')}\n`);
     return 0;
   }
   const command = ['node', ...process.execArgv, 'dist/perf/main.js', ...process.argv.slice(2)].join(' ');

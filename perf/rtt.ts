@@ -9,8 +9,14 @@
 //
 // sockperf only counts replies whose header has the client bit cleared, so a plain echo is not enough:
 // both Node-side servers run runtime/apps/sockperf.ts, a responder that echoes with that bit cleared.
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { BenchContext } from './context.js';
-import { fmt, fmtRatio, markdownTable, parseSockperf, ratio, type SockperfLatency } from './format.js';
+import { fmt, fmtRatio, markdownTable, parseSockperf, parseSockperfFullLog, ratio, type SockperfLatency } from './format.js';
+import { histogramOf, type LatencySummary } from './hdr.js';
+import { percentileSpec, type PlotFiles } from './plot.js';
+import type { Measure } from './result.js';
 import { kernelListening, runTool, withServer, type ServerSpec } from './proc.js';
 
 export const RTT_TARGETS = ['capybara', 'capybara-native', 'kernel', 'node'] as const;
@@ -26,6 +32,9 @@ interface RttRun {
   ip: string;
   port: number;
   latency: SockperfLatency;
+  /** Every round trip of the run in an HDR histogram (from sockperf --full-log); NAME.hgrm beside result.json. */
+  histogram: LatencySummary & { hgrm: string };
+  plotPoints: { percentile: number; valueUs: number }[];
   command: string;
 }
 
@@ -71,20 +80,30 @@ function targetIp(ctx: BenchContext, target: RttTarget): string {
 }
 
 export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: Record<string, unknown> }> {
-  const seconds = ctx.quick ? 3 : 10;
+  const seconds = ctx.quick ? 2 : 10;
   const sizes = [64, 1024];
   await ctx.testbed();
   const runs: RttRun[] = [];
   const targets = ctx.pick(RTT_TARGETS);
+  ctx.progress.plan(targets.length * sizes.length);
   for (const target of targets) {
     const ip = targetIp(ctx, target);
     const port = PORTS[target];
     await withServer(serverSpec(ctx, target), async () => {
       for (const size of sizes) {
-        const args = ['netns', 'exec', ctx.plan.client.ns, 'sockperf', 'ping-pong', '--tcp', '-i', ip, '-p', String(port), '-m', String(size), '-t', String(seconds), '--full-rtt'];
+        const log = join(tmpdir(), `capybara-bench-rtt-${process.pid}-${target}-${size}.csv`);
+        const args = ['netns', 'exec', ctx.plan.client.ns, 'sockperf', 'ping-pong', '--tcp', '-i', ip, '-p', String(port), '-m', String(size), '-t', String(seconds), '--full-rtt', '--full-log', log];
         ctx.log(`rtt: ${target} ${size} B for ${seconds} s`);
-        const r = await runTool(`sockperf against ${target}`, 'ip', args, (seconds + 30) * 1000);
-        runs.push({ target, messageSize: size, ip, port, latency: parseSockperf(`${r.stdout}\n${r.stderr}`), command: `ip ${args.join(' ')}` });
+        ctx.progress.step(`rtt ${target} ${size} B`);
+        try {
+          const r = await runTool(`sockperf against ${target}`, 'ip', args, (seconds + 30) * 1000);
+          const h = histogramOf(`rtt-${size}-${target}`, parseSockperfFullLog(readFileSync(log, 'utf8')));
+          runs.push({ target, messageSize: size, ip, port, latency: parseSockperf(`${r.stdout}\n${r.stderr}`), histogram: ctx.saveHistogram('rtt', h), plotPoints: h.plotPoints(), command: `ip ${args.join(' ')}` });
+          h.destroy();
+        } finally {
+          rmSync(log, { force: true });
+        }
+        ctx.progress.tick();
       }
     });
   }
@@ -129,15 +148,31 @@ export async function runRtt(ctx: BenchContext): Promise<{ dir: string; result: 
     `\`--native\`, the responder in C on the engine thread (no JS per message); kernel: \`sockperf server --tcp\` on ${h.kernelIp};`,
     `node: the same sockperf responder app over Node \`net\` on ${h.kernelIp}. One server runs at a time.`,
     '',
+    '## sockperf\'s own percentiles',
+    '',
     markdownTable(['msg', 'server', 'p50', 'p90', 'p99', 'p99.9', 'max', 'samples'], rows),
     '',
-    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster.',
+    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster. The headline table below is computed from',
+    'HDR histograms of every round trip (sockperf --full-log, `rtt-<size>-<server>.hgrm`), so it can differ from sockperf\'s by rounding.',
   ].join('\n');
+  const hist = (t: RttTarget, size: number) => runs.find((r) => r.target === t && r.messageSize === size)?.histogram;
+  const measures: Measure[] = [];
+  const hkeys = [['p50Us', 'p50'], ['p90Us', 'p90'], ['p99Us', 'p99'], ['p999Us', 'p99.9'], ['maxUs', 'max']] as const;
+  for (const size of sizes) {
+    for (const [k, label] of hkeys) {
+      measures.push({ name: `rtt ${size} B ${label}`, unit: 'µs', better: 'lower', values: Object.fromEntries(targets.map((t) => [t, hist(t, size)?.[k] ?? null])) });
+    }
+  }
+  const plots: PlotFiles[] = [];
+  for (const size of sizes) {
+    plots.push(await ctx.plot('rtt', `rtt-${size}`, percentileSpec(`TCP ping-pong round trip, ${size} B (sockperf, HDR percentiles)`,
+      targets.map((t) => ({ series: t, points: runs.find((r) => r.target === t && r.messageSize === size)?.plotPoints ?? [] })))));
+  }
   const result = {
-    config: { targets, seconds, messageSizes: sizes, ports: PORTS, client: ctx.plan.client.ip, tool: 'sockperf ping-pong --tcp --full-rtt' },
+    config: { targets, seconds, messageSizes: sizes, ports: PORTS, client: ctx.plan.client.ip, tool: 'sockperf ping-pong --tcp --full-rtt --full-log' },
     runs,
-    ratios,
-    ratiosNative,
+    ratiosSockperf: ratios,
+    ratiosNativeSockperf: ratiosNative,
   };
-  return { dir: ctx.write('rtt', result, summary), result };
+  return { dir: ctx.write('rtt', result, summary, { systems: [...targets], measures }, plots), result };
 }

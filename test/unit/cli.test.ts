@@ -13,7 +13,7 @@ describe('capybara CLI', () => {
   it('bench names its suites and refuses unknown ones with exit 2', () => {
     const h = cli(['bench', '--help']);
     assert.equal(h.status, 0);
-    for (const s of ['rtt', 'bulk', 'idle']) assert.match(h.stdout, new RegExp(`^  ${s}\\s`, 'm'));
+    for (const s of ['micro', 'rtt', 'throughput', 'cps', 'http', 'migration']) assert.match(h.stdout, new RegExp(`^  ${s}\\s`, 'm'));
     const bad = cli(['bench', 'warp-speed']);
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /unknown suite "warp-speed"/);
