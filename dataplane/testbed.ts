@@ -10,6 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { NetnsError } from '../runtime/errors.js';
 import { run, runOk } from './exec.js';
+import { clearBackends, deviceFor, readBackends, writeBackends, type BackendMap } from './dpdk-testbed.js';
 
 export interface HostPlan {
   ns: string;
@@ -47,6 +48,14 @@ export const NAMESPACES = [PLAN.client.ns, PLAN.lb.ns, PLAN.hosts.hostA.ns, PLAN
 
 export function isHostName(s: string): s is HostName {
   return Object.prototype.hasOwnProperty.call(PLAN.hosts, s);
+}
+
+const HOST_NAMES = Object.keys(PLAN.hosts) as HostName[];
+
+/** The device URI a host's stack uses: xdp:IFACE, or DPDK when `up --backend` chose it (dpdk-testbed.ts). */
+export function hostDevice(name: HostName): string {
+  const h = PLAN.hosts[name];
+  return deviceFor(readBackends(HOST_NAMES)[name], h.iface, HOST_NAMES.indexOf(name));
 }
 
 export interface TestbedStatus {
@@ -108,7 +117,7 @@ export async function status(): Promise<TestbedStatus> {
   const balancer = up && existsSync('/run/capybara/bpf/lb/link') ? 'xdp' : 'routing';
   const hosts = {} as TestbedStatus['hosts'];
   for (const [name, h] of Object.entries(PLAN.hosts) as [HostName, HostPlan][]) {
-    hosts[name] = { ns: h.ns, ip: h.ip, iface: h.iface, device: h.device, gateway: h.gateway, kernelIp: h.kernelIp, address: `${h.ip}/${h.prefixLength}` };
+    hosts[name] = { ns: h.ns, ip: h.ip, iface: h.iface, device: hostDevice(name), gateway: h.gateway, kernelIp: h.kernelIp, address: `${h.ip}/${h.prefixLength}` };
   }
   return {
     vip: PLAN.vip,
@@ -143,6 +152,8 @@ async function vethPair(nsA: string, a: string, nsB: string, b: string): Promise
 export interface UpOptions {
   /** 'xdp': the XDP load balancer steers the VIP in lb (dataplane/lb-testbed.ts); default plain routing. */
   lb?: 'routing' | 'xdp';
+  /** The hosts' device backends (dataplane/dpdk-testbed.ts); omitted: left as they are. */
+  backend?: BackendMap<HostName>;
 }
 
 /**
@@ -152,7 +163,11 @@ export interface UpOptions {
  */
 export async function up(opts: UpOptions = {}): Promise<TestbedStatus> {
   const s = await upRouting();
-  if (opts.lb !== 'xdp') return s;
+  if (opts.backend) {
+    const ifaces = Object.fromEntries(HOST_NAMES.map((n) => [n, [PLAN.hosts[n].ns, PLAN.hosts[n].iface]])) as Record<HostName, [string, string]>;
+    await writeBackends(opts.backend, ifaces, opts.lb === 'xdp' || s.lb.balancer === 'xdp');
+  }
+  if (opts.lb !== 'xdp') return opts.backend ? status() : s;
   const { attachTestbedLb } = await import('./lb-testbed.js');
   await attachTestbedLb();
   return status();
@@ -242,6 +257,10 @@ export async function down(): Promise<TestbedStatus> {
     const { detachTestbedLb } = await import('./lb-testbed.js');
     await detachTestbedLb().catch(() => {});
   }
+  // The store namespace (dataplane/store.ts: redis-server for `serve redis`) hangs off lb: it goes too.
+  const { stopStore } = await import('./store.js');
+  await stopStore().catch(() => {});
+  clearBackends();
   const present = await listNamespaces();
   for (const n of NAMESPACES) {
     if (!present.has(n)) continue;

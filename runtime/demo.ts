@@ -16,6 +16,7 @@ import { Stack } from './stack.js';
 import { adminRequest, adminSocketPath } from './admin.js';
 import type { MigrationTimings } from './migration/migrator.js';
 import type { StreamReport } from './demo/stream-client.js';
+import { makeCerts, type CertSet } from './tls-cert.js';
 
 export interface DemoSummary {
   migrations: number;
@@ -37,9 +38,17 @@ export interface DemoOptions {
   bytes?: number;
   timeoutMs?: number;
   log?: (line: string) => void;
+  /** Run the client stream over TLS (certificates made with the openssl CLI): the TLS state migrates too. */
+  tls?: boolean;
+  /** Which story: echo (default), l7 (L7 direct server return, apps/l7-demo.ts) or redis (apps/redis-demo.ts). */
+  app?: 'echo' | 'l7' | 'redis';
 }
 
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
+  if (opts.app === 'l7' || opts.app === 'redis') {
+    await checkNetnsSupport(); // these need the testbed: no in-memory variant
+    return opts.app === 'l7' ? (await import('./apps/l7-demo.js')).runL7Demo(opts) : (await import('./apps/redis-demo.js')).runRedisDemo(opts);
+  }
   if (!opts.mem) {
     try {
       await checkNetnsSupport();
@@ -73,6 +82,7 @@ async function runMemDemo(opts: DemoOptions): Promise<DemoSummary> {
   const fetches = opts.fetches ?? 3;
   const bytes = opts.bytes ?? 10_000_000;
   const wire = `mem:demo`;
+  const certs = opts.tls ? await makeCerts({ san: ['IP:10.99.0.1'] }) : undefined;
   const serverStack = await Stack.open({ device: wire, address: '10.99.0.1/24', mac: '02:00:00:99:00:01' });
   let clientStack: Stack | undefined;
   const detail: string[] = [];
@@ -80,16 +90,22 @@ async function runMemDemo(opts: DemoOptions): Promise<DemoSummary> {
   let verified = 0;
   try {
     clientStack = await Stack.open({ device: wire, address: '10.99.0.2/24', mac: '02:00:00:99:00:02' });
-    const server = serverStack.createServer({ allowHalfOpen: true }, httpApp());
+    const tls = certs ? { key: certs.key, cert: certs.cert } : undefined;
+    const server = serverStack.createServer({ allowHalfOpen: true, tls }, httpApp());
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(80, () => resolve());
     });
-    const conn = clientStack.connect(80, '10.99.0.1');
+    const conn = clientStack.connect({ port: 80, host: '10.99.0.1', tls: certs ? { ca: certs.ca } : undefined });
     await withTimeout(new Promise<void>((resolve, reject) => {
-      conn.once('connect', () => resolve());
+      conn.once(certs ? 'secureConnect' : 'connect', () => resolve());
       conn.once('error', reject);
     }), opts.timeoutMs ?? 60_000, 'connect');
+    if (certs) {
+      const line = `TLS: ${conn.getProtocol()} ${conn.getCipher()?.name}`;
+      detail.push(line);
+      opts.log?.(line);
+    }
     const client = new HttpClient(conn);
     for (let i = 0; i < fetches; i++) {
       const v = new PatternVerifier();
@@ -111,6 +127,7 @@ async function runMemDemo(opts: DemoOptions): Promise<DemoSummary> {
   } finally {
     await clientStack?.close({ timeoutMs: 1000 });
     await serverStack.close({ timeoutMs: 1000 });
+    certs?.cleanup();
   }
   return summary('mem', start, { bytesVerified: verified, errors, fetches, connections: 1, detail });
 }
@@ -152,9 +169,12 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
   const blackouts: number[] = [];
   const phases: MigrationTimings[] = [];
   let report: StreamReport | undefined;
+  let certs: CertSet | undefined;
   try {
+    certs = opts.tls ? await makeCerts({ san: [`IP:${PLAN.vip}`] }) : undefined;
+    const tlsArgs = certs ? ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile] : [];
     for (const h of ['hostA', 'hostB'] as const) {
-      const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'echo', '--on', h, '--port', String(DEMO_PORT), '--json'], {
+      const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'echo', '--on', h, '--port', String(DEMO_PORT), '--json', ...tlsArgs], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       servers.push(child);
@@ -162,7 +182,7 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
     }
     const seconds = Math.max(3, Math.ceil(rounds * 0.15) + 2);
     client = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(packageRoot(), 'dist', 'runtime', 'demo', 'stream-client.js'),
-      PLAN.vip, String(DEMO_PORT), String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      PLAN.vip, String(DEMO_PORT), String(seconds), ...(certs ? [certs.caFile] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
     const out = collect(client);
     let found: 'hostA' | 'hostB' | null = null;
     for (let i = 0; i < 50 && !found; i++) {
@@ -195,6 +215,10 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
       detail.push(`client: ${report.error}`);
     }
     if (report.bad > 0) errors++;
+    if (certs && report.tls?.handshakes !== 1) {
+      errors++;
+      detail.push(`client: ${report.tls?.handshakes ?? 0} TLS handshakes (expected exactly one)`);
+    }
     // The client's longest pause that overlaps each migration (a pause starts at the last echo before it).
     for (const t of starts) {
       let worst = 0;
@@ -209,6 +233,7 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
     if (client) await stopProcess(client, 'SIGTERM', 3000);
     for (const s of servers) await stopProcess(s, 'SIGTERM', 5000);
     if (!wasUp) await down().catch(() => {});
+    certs?.cleanup();
   }
   const sorted = [...blackouts].sort((a, b) => a - b);
   const med = (k: keyof MigrationTimings) => percentile(phases.map((p) => Number(p[k])).sort((a, b) => a - b), 50);
@@ -221,6 +246,11 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
     const line = `client: ${report.echoed} messages echoed, ${report.bytes} bytes verified, ${report.bad} bad, ${report.error ?? 'no error'}`;
     detail.push(line);
     log(line);
+    if (report.tls) {
+      const t = `client TLS: ${report.tls.protocol} ${report.tls.cipher}, ${report.tls.handshakes} handshake(s) for the whole stream`;
+      detail.push(t);
+      log(t);
+    }
   }
   return summary('xdp', start, {
     migrations, bytesVerified: report && report.bad === 0 ? report.bytes : 0, errors, connections: 1,

@@ -26,7 +26,7 @@ function text(s: DemoSummary): string {
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'live migration: a client stream through the VIP while its connection moves between hosts',
-  usage: 'capybara demo [--mem] [--migrations N] [--json]',
+  usage: 'capybara demo [--app echo|l7|redis] [--mem] [--tls] [--migrations N] [--json]',
   help: `With root and network namespaces: brings the testbed up with the XDP load balancer, runs
 "capybara serve echo" on hostA and hostB (VIP 10.77.9.1), and starts a kernel client in the client
 namespace that streams numbered messages through the VIP and checks every echoed byte. While it
@@ -38,15 +38,25 @@ mem:demo, the client stack fetching from the http app (the in-memory wire has tw
 Options:
   --mem            use the in-memory wire even when the testbed could be made
   --migrations N   how many migrations (default 20)
+  --tls            the same over TLS: the servers terminate TLS (a throwaway CA and certificate made with
+                   the openssl CLI), the client verifies them, and the TLS session migrates with the
+                   connection (one handshake for the whole stream)
+  --app APP        echo (default, the story above); l7: L7 direct server return, curl fetches objects
+                   spread over both hosts on one keep-alive connection that migrates to each object's
+                   owner; redis: redis-benchmark through the Redis front end (redis-server in a store
+                   namespace) while every connection migrates every ~10 ms, INCRs counted exactly once
   --json           print {"migrations","bytesVerified","blackoutUs":{"p50","p99","max"},"errors","mode",...}
 
 Exit status 1 when any byte did not check out or a migration failed.`,
-  options: { mem: { type: 'boolean' }, migrations: { type: 'string' } },
+  options: { mem: { type: 'boolean' }, migrations: { type: 'string' }, tls: { type: 'boolean' }, app: { type: 'string' } },
   async run(positionals, values, io) {
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
     const json = values.json === true;
     const migrations = intOpt(values, 'migrations', 1, 100_000);
-    const s = await runDemo({ mem: values.mem === true, migrations, log: json ? undefined : (l) => io.out(l) });
+    const app = values.app ?? 'echo';
+    if (app !== 'echo' && app !== 'l7' && app !== 'redis') throw new UsageError(`--app must be echo, l7 or redis (got "${String(app)}")`);
+    if (app !== 'echo' && values.mem === true) throw new UsageError(`--app ${app} needs the netns testbed (no --mem)`);
+    const s = await runDemo({ mem: values.mem === true, tls: values.tls === true, migrations, app, log: json ? undefined : (l) => io.out(l) });
     if (json) {
       const { detail: _detail, ...doc } = s;
       io.out(JSON.stringify(doc));

@@ -3,9 +3,10 @@
 // re-executes itself inside that testbed namespace with the host's device and addresses.
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { PLAN, isHostName, mountBpffs, status as testbedStatus } from '../../dataplane/testbed.js';
+import { PLAN, hostDevice, isHostName, mountBpffs, status as testbedStatus } from '../../dataplane/testbed.js';
 import { AdminServer, stackAdminHandlers } from '../admin.js';
-import { APPS, isAppName, serveResumable } from '../apps/index.js';
+import { APPS, isAppName, serveResumable, type AppContext, type AppInstance } from '../apps/index.js';
+import { resolve as resolvePath } from 'node:path';
 import { intOpt, onePositional, str, type Command, type Io } from '../cli.js';
 import { CapybaraError, UsageError, fromAddonError } from '../errors.js';
 import { packageRoot } from '../native.js';
@@ -14,6 +15,7 @@ import { DEFAULT_BACKLOG } from '../server.js';
 import type { Connection } from '../connection.js';
 import { balancerSteering, defaultKeyPath, loadClusterKey, parsePeers } from '../migration/cluster.js';
 import type { MigrationPeer } from '../migration/migrator.js';
+import { readTlsFiles } from '../tls.js';
 
 export const DEFAULT_NAME = 'default';
 /** Apps that also exist in C (native/apps/) and can run on the engine thread with --native. */
@@ -62,17 +64,21 @@ async function reexecInHost(host: string, args: string[]): Promise<number> {
 
 export const serveCommand: Command = {
   name: 'serve',
-  summary: 'run an app (echo, discard, http, sockperf) on a capybara stack until SIGINT/SIGTERM',
-  usage: 'capybara serve <echo|discard|http|sockperf> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--name NAME] [--native] [--spin-us N] [--json]',
+  summary: 'run an app (echo, discard, http, sockperf, l7, redis) on a capybara stack until SIGINT/SIGTERM',
+  usage: 'capybara serve <echo|discard|http|sockperf|l7|redis> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--tls-cert F --tls-key F] [--name NAME] [--native] [--spin-us N] [--json]',
   help: `Apps:
   echo      every byte comes back (default port 7)
   discard   bytes are dropped (default port 9)
   http      HTTP/1.1 keep-alive: GET /bytes/N (N deterministic bytes), GET /health (default port 80)
   sockperf  answers sockperf ping-pong clients (default port 11111)
+  l7        GET /obj/<name> with L7 direct server return: the connection migrates to the object's owner
+            among --backends, which answers through the VIP (default port 80); --mode proxy relays instead
+  redis     RESP front end forwarding to --store HOST:PORT; connections migrate with their state (port 6379)
+  digest    an upload sink: on the peer's FIN answers "<bytes> <sha256>\n"; the running hash migrates (port 7900)
 
 Options:
   --on HOST        run inside testbed host HOST (hostA, hostB) with its device and addresses
-  --device URI     xdp:IFACE[@queue] | mem:NAME[?faults] (dpdk: is not in this build yet)
+  --device URI     xdp:IFACE[@queue] | dpdk:DEVARGS (see README "Bare-metal NIC") | mem:NAME[?faults]
   --address CIDR   the stack's address, e.g. 10.77.1.10/24
   --gateway IP     next hop for off-link peers
   --mac MAC        override the device's MAC address
@@ -81,12 +87,22 @@ Options:
   --cluster-key F  file with the shared cluster key (32..64 bytes; default /run/capybara/cluster.key,
                    created when missing)
   --port N         port to listen on
+  --tls-cert F     serve over TLS 1.2/1.3 with this PEM certificate (chain) and --tls-key F's key; the
+                   TLS sessions migrate with their connections (not with --native)
+  --tls-key F      PEM private key for --tls-cert
+  --tls-key-update N  TLS 1.3: the server sends a KeyUpdate (asking the client for one too) after every
+                   N bytes it sent on a connection
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
   --native         run the app in C on the engine thread (echo, sockperf): no JavaScript per request;
                    its connections are not JS Connections, so they do not migrate
   --spin-us N      how long the engine busy-polls after activity before sleeping (default 50)
   --json           print the listening line as JSON
+  --backends LIST  l7: the backends objects are hashed over, this host included (default: this host and
+                   its peers; with --on every testbed host)
+  --mode M         l7: dsr (migrate to the owner, default) or proxy (fetch from the owner and relay)
+  --manifest F     l7: JSON {"name": bytes} of the objects (default: sizes from the names, see README)
+  --store H:P      redis: the redis-server commands are forwarded to (default 127.0.0.1:6379)
 
 With --on, the VIP and the other testbed hosts as peers are set too, so "capybara ctl --on hostA migrate
 all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI)" once ready.`,
@@ -103,6 +119,13 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     name: { type: 'string' },
     native: { type: 'boolean' },
     'spin-us': { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'tls-key-update': { type: 'string' },
+    backends: { type: 'string' },
+    mode: { type: 'string' },
+    manifest: { type: 'string' },
+    store: { type: 'string' },
   },
   async run(positionals, values, io) {
     const app = onePositional(positionals, Object.keys(APPS), 'app');
@@ -111,6 +134,13 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     const native = values.native === true;
     if (native && !isNativeApp(app)) throw new UsageError(`--native runs ${NATIVE_APPS.join(', ')} (got "${app}")`);
     const spinUs = intOpt(values, 'spin-us', 0, 1_000_000);
+    const tlsCert = str(values, 'tls-cert');
+    const tlsKey = str(values, 'tls-key');
+    if ((tlsCert === undefined) !== (tlsKey === undefined)) throw new UsageError('--tls-cert and --tls-key go together');
+    if (tlsCert !== undefined && native) throw new UsageError('--native apps do not speak TLS');
+    const keyUpdate = intOpt(values, 'tls-key-update', 1, Number.MAX_SAFE_INTEGER);
+    if (keyUpdate !== undefined && tlsCert === undefined) throw new UsageError('--tls-key-update needs --tls-cert and --tls-key');
+    const appArgs = appOptions(app, values);
     const on = str(values, 'on');
     let device = str(values, 'device');
     let address = str(values, 'address');
@@ -121,7 +151,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
       if (device || address || gateway) throw new UsageError('--on sets --device, --address and --gateway itself; give one or the other');
       const h = PLAN.hosts[on];
       const peers = str(values, 'peers') ?? Object.entries(PLAN.hosts).filter(([n]) => n !== on).map(([n, p]) => `${n}=${p.ip}`).join(',');
-      const args = ['serve', app, '--device', h.device, '--address', `${h.ip}/${h.prefixLength}`, '--gateway', h.gateway,
+      const args = ['serve', app, '--device', hostDevice(on), '--address', `${h.ip}/${h.prefixLength}`, '--gateway', h.gateway,
         '--vip', str(values, 'vip') ?? PLAN.vip, '--peers', peers, '--port', String(port), '--name', name ?? on];
       const mac = str(values, 'mac');
       if (mac) args.push('--mac', mac);
@@ -129,7 +159,11 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
       if (key) args.push('--cluster-key', key);
       if (native) args.push('--native');
       if (spinUs !== undefined) args.push('--spin-us', String(spinUs));
+      if (tlsCert !== undefined && tlsKey !== undefined) args.push('--tls-cert', resolvePath(tlsCert), '--tls-key', resolvePath(tlsKey));
+      if (keyUpdate !== undefined) args.push('--tls-key-update', String(keyUpdate));
       if (values.json) args.push('--json');
+      for (const [k, v] of Object.entries(appArgs)) if (v !== undefined) args.push(`--${k}`, Array.isArray(v) ? v.join(',') : v);
+      if (app === 'l7' && appArgs.backends === undefined) args.push('--backends', Object.keys(PLAN.hosts).join(','));
       return reexecInHost(on, args);
     }
     if (!device) throw new UsageError('--device is required (or --on HOST)');
@@ -139,7 +173,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     return serve({
       app, port, device, address, gateway, mac: str(values, 'mac'), vip: str(values, 'vip'), name, json: values.json === true,
       peers: peersOpt === undefined ? undefined : parsePeers(peersOpt), clusterKey: str(values, 'cluster-key'),
-      native, spinUs,
+      native, spinUs, appArgs, tls: tlsCert !== undefined && tlsKey !== undefined ? { ...readTlsFiles(tlsCert, tlsKey), keyUpdateBytes: keyUpdate } : undefined,
     }, io);
   },
 };
@@ -159,6 +193,31 @@ export interface ServeParams {
   /** Serve with the C app on the engine thread (echo, sockperf). */
   native?: boolean;
   spinUs?: number | undefined;
+  /** Options of the l7 and redis apps. */
+  appArgs?: AppArgs;
+  /** PEM certificate and key: the app is served over TLS. */
+  tls?: { cert: Buffer; key: Buffer; keyUpdateBytes?: number | undefined } | undefined;
+}
+
+interface AppArgs {
+  backends?: string[] | undefined;
+  mode?: 'dsr' | 'proxy' | undefined;
+  manifest?: string | undefined;
+  store?: string | undefined;
+}
+
+/** --backends/--mode/--manifest (l7) and --store (redis), checked; an error for another app's options. */
+function appOptions(app: string, values: Record<string, string | boolean | undefined>): AppArgs {
+  const backends = str(values, 'backends');
+  const mode = str(values, 'mode');
+  const manifest = str(values, 'manifest');
+  const store = str(values, 'store');
+  if (app !== 'l7' && (backends || mode || manifest)) throw new UsageError('--backends, --mode and --manifest are options of the l7 app');
+  if (app !== 'redis' && store) throw new UsageError('--store is an option of the redis app');
+  if (mode !== undefined && mode !== 'dsr' && mode !== 'proxy') throw new UsageError(`--mode must be dsr or proxy (got "${mode}")`);
+  const list = backends?.split(',').map((b) => b.trim()).filter(Boolean);
+  if (list && list.length === 0) throw new UsageError('--backends needs at least one name');
+  return { backends: list, mode, manifest: manifest === undefined ? undefined : resolvePath(manifest), store };
 }
 
 /** Binds the port to the engine's own copy of the app: its flows never reach JS. */
@@ -178,31 +237,60 @@ async function serve(p: ServeParams, io: Io): Promise<number> {
   stack.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
   if (p.spinUs !== undefined) stack.engine.setSpinUs(p.spinUs);
   let admin: AdminServer | undefined;
+  let instance: AppInstance | undefined;
   try {
     if (p.native) {
       listenNative(stack, p);
     } else {
-      await listenJs(stack, p, io);
+      instance = await listenJs(stack, p, io);
     }
-    admin = await AdminServer.start({ name: p.name, handlers: stackAdminHandlers(stack, { app: p.app, port: p.port, name: p.name }) });
+    const handlers = stackAdminHandlers(stack, { app: p.app, port: p.port, name: p.name });
+    if (instance) {
+      const stats = handlers.stats!;
+      const inst = instance;
+      handlers.stats = (req) => ({ ...(stats(req) as Record<string, unknown>), app: inst.stats() });
+    }
+    admin = await AdminServer.start({ name: p.name, handlers });
     if (p.json) {
-      io.out(JSON.stringify({ event: 'listening', app: p.app, address: stack.address, port: p.port, device: stack.device, name: p.name, admin: admin.path, pid: process.pid, native: p.native === true }));
+      io.out(JSON.stringify({ event: 'listening', app: p.app, address: stack.address, port: p.port, device: stack.device, name: p.name, admin: admin.path, pid: process.pid, native: p.native === true, tls: p.tls !== undefined }));
     } else {
-      io.out(`listening on ${stack.address}:${p.port} (device ${stack.device})`);
+      io.out(`listening on ${stack.address}:${p.port} (device ${stack.device}${p.tls ? ', TLS' : ''})`);
     }
     await stopped;
     return 0;
   } finally {
     await admin?.close().catch(() => {});
+    instance?.close();
     await stack.close({ timeoutMs: 1000 });
   }
 }
 
-async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<void> {
+/** The runtime side an app instance (l7, redis) uses: names, migration to peers, connections to peers. */
+function appContext(stack: Stack, p: ServeParams): AppContext {
+  const peers = p.peers ?? [];
+  const ctx: AppContext = {
+    name: p.name, port: p.port, backends: p.appArgs?.backends ?? [p.name, ...peers.map((x) => x.name)],
+    mode: p.appArgs?.mode, manifest: p.appArgs?.manifest, store: p.appArgs?.store,
+    connect: (peer) => {
+      const to = peers.find((x) => x.name === peer);
+      if (!to) throw new UsageError(`no peer called "${peer}"`);
+      // Over TLS the owner's port speaks TLS too. The hop stays inside the cluster and the backends share
+      // one certificate, which need not name their own addresses: it is not verified here.
+      return stack.connect({ port: p.port, host: to.address, noDelay: true, tls: p.tls ? { rejectUnauthorized: false } : undefined });
+    },
+  };
+  if (p.peers) ctx.migrate = (sock, peer, userData) => stack.migrate(sock as Connection, peer, { userData });
+  return ctx;
+}
+
+async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<AppInstance | undefined> {
   const spec = APPS[p.app];
-  const resumable = spec.resumable ? serveResumable(spec.resumable()) : undefined;
+  const instance = spec.instance?.(appContext(stack, p));
+  const resumable = instance ? serveResumable(instance) : spec.resumable ? serveResumable(spec.resumable()) : undefined;
   const handler = resumable ? resumable.onConnection : spec.handler();
-  const server = stack.createServer({ allowHalfOpen: true }, handler);
+  const server = stack.createServer({ allowHalfOpen: true, noDelay: true, tls: p.tls }, handler);
+  p.tls?.key.fill(0); // the key lives in the engine's TLS context now
+  server.on('tlsClientError', (err: Error) => io.err(`capybara serve: TLS handshake: ${err.message}`));
   if (p.peers) {
     stack.enableMigration({
       name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
@@ -223,4 +311,5 @@ async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<void> {
     });
   });
   server.on('error', (err: Error) => io.err(`capybara serve: ${err.message}`));
+  return instance;
 }
