@@ -23,6 +23,18 @@ export function addonSkip(): string | undefined {
   return addonAvailable() ? undefined : `native addon not built (${addonPath()})`;
 }
 
+/**
+ * `full` scaled by $CAPYBARA_TEST_SCALE (default 1, must be in (0, 1]), rounded, never below `min`. The
+ * long mem-wire tests size their work with it so the sanitizer run (scripts/test-asan.sh, ~5-10x slower)
+ * still runs every path, just on less data.
+ */
+export function scaled(full: number, min: number): number {
+  const raw = process.env.CAPYBARA_TEST_SCALE;
+  const s = raw === undefined || raw === '' ? 1 : Number(raw);
+  if (!(s > 0 && s <= 1)) throw new RangeError(`CAPYBARA_TEST_SCALE must be in (0, 1], got ${raw}`);
+  return Math.max(min, Math.round(full * s));
+}
+
 /** undefined when network namespaces can be made, else why not. */
 export function netnsSkip(): string | undefined {
   if (!isRoot()) return 'needs root for network namespaces';

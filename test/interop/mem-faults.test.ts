@@ -4,11 +4,11 @@ import { after, before, describe, it } from 'node:test';
 import { PatternVerifier, patternChunk } from '../../runtime/apps/pattern.js';
 import type { Connection } from '../../runtime/connection.js';
 import { Stack } from '../../runtime/stack.js';
-import { addonSkip } from '../helpers/env.js';
+import { addonSkip, scaled } from '../helpers/env.js';
 import { onceEvent, withTimeout } from '../helpers/wait.js';
 
 const skip = addonSkip();
-const N = 50 * 1024 * 1024;
+const N = scaled(50, 4) * 1024 * 1024; // 50 MB each way; less under CAPYBARA_TEST_SCALE (the sanitizer run)
 
 async function pump(c: Connection, n: number): Promise<void> {
   const chunk = 64 * 1024;
@@ -31,7 +31,7 @@ describe('faulty mem: wire', { skip: skip ?? false }, () => {
     await a?.close({ graceful: false });
   });
 
-  it('50 MB both ways arrive intact and the stats show retransmissions', async () => {
+  it(`${N / (1024 * 1024)} MB both ways arrive intact and the stats show retransmissions`, async () => {
     const serverDone = new Promise<PatternVerifier>((resolve, reject) => {
       const server = a.createServer({ allowHalfOpen: true }, (s) => {
         const v = new PatternVerifier();
