@@ -51,6 +51,20 @@ export function stackAdminHandlers(stack: Stack, info: Record<string, unknown> =
       const errors = results.flatMap((r) => (r.status === 'rejected' ? [{ code: (r.reason as CapybaraError).code ?? 'ERR', message: String((r.reason as Error).message) }] : []));
       return { migrated: timings.length, failed: errors.length, timings, errors };
     },
+    // The new cluster key arrives base64 over the admin socket (root-only, like the key file it came from).
+    'rotate-key': async (req) => {
+      const m = stack.migrator;
+      if (!m) throw new ConfigError('this runtime was started without peers: it has no cluster key');
+      if (typeof req.key !== 'string') throw new ConfigError('rotate-key needs the new key');
+      const key = Buffer.from(req.key, 'base64');
+      const epoch = req.epoch === undefined ? undefined : Number(req.epoch);
+      const graceMs = req.graceMs === undefined ? undefined : Number(req.graceMs);
+      try {
+        return await m.rotateKey(key, epoch, graceMs);
+      } finally {
+        key.fill(0);
+      }
+    },
   };
 }
 

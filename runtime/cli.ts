@@ -45,14 +45,16 @@ let registry: Command[] | null = null;
 
 async function commands(): Promise<Command[]> {
   if (registry) return registry;
-  const [{ testbedCommand }, { serveCommand }, { ctlCommand }, { demoCommand }, { benchCommand }] = await Promise.all([
+  const [{ testbedCommand }, { serveCommand }, { ctlCommand }, { demoCommand }, { benchCommand }, { soakCommand }] = await Promise.all([
     import('./commands/testbed.js'),
     import('./commands/serve.js'),
     import('./commands/ctl.js'),
     import('./commands/demo.js'),
     import('./commands/bench.js'),
+    import('./commands/soak.js'),
   ]);
-  registry = [demoCommand, testbedCommand, serveCommand, ctlCommand, benchCommand];
+  registry = [demoCommand, testbedCommand, serveCommand, ctlCommand, benchCommand, soakCommand];
+  registry.push((await import('./commands/dpdk.js')).dpdkCommand);
   return registry;
 }
 

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "micro.h"
+#include "tls_wrap.h"
 #include "wakeup.h"
 
 extern "C" {
@@ -141,9 +143,25 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("adopt", &EngineWrap::Adopt),
                            InstanceMethod("drainHeld", &EngineWrap::DrainHeld),
                            InstanceMethod("inject", &EngineWrap::Inject),
+                           InstanceMethod("wakeTrace", &EngineWrap::WakeTrace),
                            InstanceMethod("ref", &EngineWrap::Ref),
                            InstanceMethod("unref", &EngineWrap::Unref),
                            InstanceMethod("destroy", &EngineWrap::Destroy),
+                           // TLS sessions of this engine's flows (tls_wrap.cc)
+                           InstanceMethod("tlsCreate", &EngineWrap::Tls<&capy::TlsTable::Create>),
+                           InstanceMethod("tlsHandshake", &EngineWrap::Tls<&capy::TlsTable::Handshake>),
+                           InstanceMethod("tlsRecv", &EngineWrap::Tls<&capy::TlsTable::Recv>),
+                           InstanceMethod("tlsSend", &EngineWrap::Tls<&capy::TlsTable::Send>),
+                           InstanceMethod("tlsCloseNotify", &EngineWrap::Tls<&capy::TlsTable::CloseNotify>),
+                           InstanceMethod("tlsKeyUpdate", &EngineWrap::Tls<&capy::TlsTable::KeyUpdate>),
+                           InstanceMethod("tlsInfo", &EngineWrap::Tls<&capy::TlsTable::Info>),
+                           InstanceMethod("tlsSnapshot", &EngineWrap::Tls<&capy::TlsTable::Snapshot>),
+                           InstanceMethod("tlsAdopt", &EngineWrap::Tls<&capy::TlsTable::Adopt>),
+                           InstanceMethod("tlsServername", &EngineWrap::Tls<&capy::TlsTable::Servername>),
+                           InstanceMethod("tlsSetContext", &EngineWrap::Tls<&capy::TlsTable::SetContext>),
+                           InstanceMethod("tlsLastError", &EngineWrap::Tls<&capy::TlsTable::LastError>),
+                           InstanceMethod("tlsFree", &EngineWrap::Tls<&capy::TlsTable::FreeJs>),
+                           InstanceMethod("tlsCount", &EngineWrap::Tls<&capy::TlsTable::Count>),
                        });
   }
 
@@ -229,6 +247,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   // Drains pending events under the lock, then calls JS once with [type, id, err, ...].
   void Dispatch() {
     if (!engine_) return;
+    dispatch_at_ = cpb_clock_now();
     std::vector<double> evs;
     cpb_engine_enter(engine_);
     struct tcp_event ev;
@@ -253,6 +272,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   }
 
   void Stop() {
+    tls_.Clear(); /* wipes every session's keys */
     if (engine_) {
       cpb_engine_stop(engine_);
       engine_ = nullptr;
@@ -384,8 +404,19 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return Napi::Number::New(info.Env(), rc);
   }
   Napi::Value Shutdown(const Napi::CallbackInfo &info) { return Simple(info, tcp_shutdown); }
-  Napi::Value Close(const Napi::CallbackInfo &info) { return Simple(info, tcp_close); }
-  Napi::Value Abort(const Napi::CallbackInfo &info) { return Simple(info, tcp_abort); }
+  // A flow's TLS session goes with its handle (close, abort, release).
+  Napi::Value Close(const Napi::CallbackInfo &info) { return SimpleFree(info, tcp_close); }
+  Napi::Value Abort(const Napi::CallbackInfo &info) { return SimpleFree(info, tcp_abort); }
+  Napi::Value SimpleFree(const Napi::CallbackInfo &info, int (*fn)(struct cpb_tcp *, uint64_t, cpb_time_t)) {
+    Napi::Value r = Simple(info, fn);
+    if (engine_ && r.IsNumber() && r.As<Napi::Number>().Int32Value() != -EBUSY) tls_.Free(Id(info[0]));
+    return r;
+  }
+  template <Napi::Value (capy::TlsTable::*F)(const Napi::CallbackInfo &, struct cpb_engine *)>
+  Napi::Value Tls(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    return (tls_.*F)(info, engine_);
+  }
 
   Napi::Value SetOption(const Napi::CallbackInfo &info) {
     if (!Alive(info)) return info.Env().Undefined();
@@ -427,7 +458,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   // ---- live migration: thin wrappers over native/tcp/tcp.h's freeze/snapshot/adopt/release ----
   Napi::Value Freeze(const Napi::CallbackInfo &info) { return Simple(info, tcp_freeze); }
   Napi::Value Unfreeze(const Napi::CallbackInfo &info) { return Simple(info, tcp_unfreeze); }
-  Napi::Value Release(const Napi::CallbackInfo &info) { return Simple(info, tcp_release); }
+  Napi::Value Release(const Napi::CallbackInfo &info) { return SimpleFree(info, tcp_release); }
 
   // Buffer with the flow's TCP snapshot, or -errno.
   Napi::Value Snapshot(const Napi::CallbackInfo &info) {
@@ -499,6 +530,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return Napi::Number::New(info.Env(), 0);
   }
 
+  // [engine woke, round with events, notify, JS dispatch] on the monotonic clock in µs (migration tracing).
+  Napi::Value WakeTrace(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    cpb_time_t t[3];
+    cpb_engine_wake_trace(engine_, t);
+    Napi::Array arr = Napi::Array::New(info.Env(), 4);
+    for (uint32_t i = 0; i < 3; i++) arr.Set(i, (double)t[i]);
+    arr.Set(3u, (double)dispatch_at_);
+    return arr;
+  }
+
   Napi::Value Mac(const Napi::CallbackInfo &info) {
     if (!Alive(info)) return info.Env().Undefined();
     char buf[24];
@@ -531,6 +573,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::FunctionReference on_events_;
   std::vector<uint8_t> scratch_;
   bool cleanup_hook_ = false;
+  capy::TlsTable tls_;
+  cpb_time_t dispatch_at_ = 0;
 };
 
 // Stats keys follow JS style (segs_in -> segsIn) so runtime/ can pass them through unchanged.
@@ -571,6 +615,7 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo &info) {
   SET(tcp, ts, chunk_exhausted); SET(tcp, ts, flows_current); SET(tcp, ts, listeners_current);
   SET(tcp, ts, frozen); SET(tcp, ts, unfrozen); SET(tcp, ts, released); SET(tcp, ts, adopted);
   SET(tcp, ts, adopt_rejects); SET(tcp, ts, held_segments); SET(tcp, ts, held_drops);
+  SET(tcp, ts, syncookies_sent); SET(tcp, ts, syncookies_ok); SET(tcp, ts, syncookies_failed);
 
   Napi::Object ip = Napi::Object::New(env);
   SET(ip, is, frames_in); SET(ip, is, frames_out); SET(ip, is, frames_dropped_tx); SET(ip, is, not_for_us);
@@ -583,6 +628,9 @@ Napi::Value EngineWrap::Stats(const Napi::CallbackInfo &info) {
   SET(dv, ds, rx_frames); SET(dv, ds, rx_bytes); SET(dv, ds, tx_frames); SET(dv, ds, tx_bytes); SET(dv, ds, rx_dropped);
   SET(dv, ds, tx_dropped); SET(dv, ds, injected_loss); SET(dv, ds, injected_dup); SET(dv, ds, injected_reorder);
   SET(dv, ds, injected_corrupt); SET(dv, ds, injected_delay); SET(dv, ds, wakeups);
+  SET(dv, ds, link_up); SET(dv, ds, link_speed_mbps); SET(dv, ds, port_rx_packets); SET(dv, ds, port_tx_packets);
+  SET(dv, ds, port_rx_missed); SET(dv, ds, port_rx_errors); SET(dv, ds, port_tx_errors); SET(dv, ds, port_rx_nombuf);
+  SET(dv, ds, rx_csum_offload); SET(dv, ds, rx_csum_bad);
 
   Napi::Object ar = Napi::Object::New(env);
   ar.Set("slots", ah.slots);
@@ -621,11 +669,24 @@ Napi::Value LbClose(const Napi::CallbackInfo &info) {
   return info.Env().Undefined();
 }
 
+// memSteer(wire, src, sport, dst, dport, port) -> entries in the table | -errno (native/dev/dev.h).
+Napi::Value MemSteer(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!parse_ip(info[1].ToString().Utf8Value(), &src) || !parse_ip(info[3].ToString().Utf8Value(), &dst))
+    return Napi::Number::New(info.Env(), -EINVAL);
+  int rc = cpb_mem_steer(info[0].ToString().Utf8Value().c_str(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                         (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Int32Value());
+  return Napi::Number::New(info.Env(), rc);
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   exports.Set("lbOpen", Napi::Function::New(env, LbOpen));
   exports.Set("lbRedirect", Napi::Function::New(env, LbRedirect));
   exports.Set("lbClose", Napi::Function::New(env, LbClose));
+  capy::InitTls(env, exports);
+  exports.Set("memSteer", Napi::Function::New(env, MemSteer));
+  cpb_micro_register(env, exports);
   return exports;
 }
 
