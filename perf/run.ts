@@ -44,7 +44,7 @@ export const SUITES: Readonly<Record<string, Suite>> = Object.freeze({
   tls: { run: (ctx) => import('./tls.js').then((m) => m.runTls(ctx)), summary: 'TLS: handshakes/s, 64 B request/response p50/p99, bulk echo: capybara vs Node tls on the kernel', needsTestbed: true },
 });
 
-export const DEFAULT_SUITES = ['micro', 'rtt', 'throughput', 'cps', 'http', 'migration'] as const;
+export const DEFAULT_SUITES = ['micro', 'rtt', 'throughput', 'cps', 'http', 'migration', 'tls', 'l7'] as const;
 
 export interface SuiteOutcome {
   suite: string;

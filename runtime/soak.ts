@@ -8,6 +8,7 @@ import { echoResumable } from './apps/echo.js';
 import { PatternVerifier, patternChunk } from './apps/pattern.js';
 import type { Connection } from './connection.js';
 import { MemCluster, type MemServer } from './mem-cluster.js';
+import { prng } from './prng.js';
 import type { Stack } from './stack.js';
 
 export interface SoakOptions {
@@ -50,18 +51,6 @@ const APP_PORT = 7;
 const FIRST_PORT = 20000;
 const LAST_PORT = 60000;
 const FLOW_TIMEOUT_MS = 120_000;
-
-/** mulberry32: every choice of the run comes from the seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -212,17 +212,21 @@ void output_rst_reply(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const str
     r.ack = in->seq + in->payload_len + ((in->flags & TCP_SYN) ? 1 : 0) + ((in->flags & TCP_FIN) ? 1 : 0);
     r.flags = TCP_RST | TCP_ACK;
   }
+  if (output_bare(t, lip, rip, &r)) t->stats.rsts_sent++;
+}
+
+bool output_bare(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *r) {
   size_t cap = 0;
   uint8_t *buf = t->out.begin(t->out.ctx, lip, rip, &cap);
-  if (!buf) return;
-  int h = tcp_emit_header(&r, buf, cap);
+  if (!buf) return false;
+  int h = tcp_emit_header(r, buf, cap);
   if (h < 0) {
     t->out.commit(t->out.ctx, 0);
-    return;
+    return false;
   }
   t->out.commit(t->out.ctx, (size_t)h);
   t->stats.segs_out++;
-  t->stats.rsts_sent++;
+  return true;
 }
 
 bool challenge_ack(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {

@@ -84,17 +84,7 @@ void syncookie_send(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struc
     }
     r.opts.sack_permitted = (opt & SYNCOOKIE_TS_SACK) != 0;
   }
-  size_t cap = 0;
-  uint8_t *buf = t->out.begin(t->out.ctx, lip, rip, &cap);
-  if (!buf) return;
-  int h = tcp_emit_header(&r, buf, cap);
-  if (h < 0) {
-    t->out.commit(t->out.ctx, 0);
-    return;
-  }
-  t->out.commit(t->out.ctx, (size_t)h);
-  t->stats.segs_out++;
-  t->stats.syncookies_sent++;
+  if (output_bare(t, lip, rip, &r)) t->stats.syncookies_sent++;
 }
 
 bool syncookie_check(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *r, cpb_time_t now,

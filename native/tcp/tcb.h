@@ -272,6 +272,9 @@ int output_keepalive(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
 int output_probe(struct cpb_tcp *t, struct tcb *b, cpb_time_t now);
 /* RST in reply to a segment that has no connection (RFC 9293 §3.10.7.1). */
 void output_rst_reply(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *r);
+/* Sends one header-only segment that belongs to no TCB (RST replies, SYN-cookie SYN-ACKs); false when
+ * the device had no room. */
+bool output_bare(struct cpb_tcp *t, cpb_ip4_t lip, cpb_ip4_t rip, const struct tcp_repr *r);
 void output_schedule(struct cpb_tcp *t, struct tcb *b); /* flush at the next tcp_poll */
 void output_unschedule(struct cpb_tcp *t, struct tcb *b);
 void output_flush(struct cpb_tcp *t, cpb_time_t now);

@@ -14,6 +14,7 @@
 // requests behind it stay in the socket (TCP backpressure) instead of in the app's state.
 import type { Duplex } from 'node:stream';
 import { patternChunk } from './pattern.js';
+import { PumpedSession } from './pumped.js';
 import {
   AppStateError, MAX_STATE_BYTES, StateReader, StateWriter, offerHooks,
   type MigrationHooks, type ResumableApp,
@@ -49,11 +50,6 @@ const STATUS: Record<number, string> = {
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const MAX_HEADER_LIMIT = 1024 * 1024; // keeps the read-ahead (4x) inside MAX_STATE_BYTES
 const MAX_TEXT_BODY = 1024; // small text bodies (errors, /health) travel in the state verbatim
-// Most bytes written in one event-loop turn. A socket that never pushes back (loopback takes 4 MB at
-// once) would otherwise let one response hold the loop for the whole burst: other connections starve
-// and a migration cannot capture this one until the burst is over.
-const TURN_BYTES = 256 * 1024;
-
 interface Conf {
   maxHeaderBytes: number;
   maxBytes: number;
@@ -215,80 +211,39 @@ const FRESH: HttpState = {
   buffered: Buffer.alloc(0),
 };
 
-class HttpSession {
+class HttpSession extends PumpedSession<HttpState> {
   readonly hooks: MigrationHooks;
-  #sock: Duplex;
   #conf: Conf;
-  #s: HttpState;
-  #frozen = false;
-  #waitingDrain = false;
-  #pumping = false;
-  #turn = 0; // bytes written in this turn
-  #yielded = false;
 
   constructor(sock: Duplex, conf: Conf, state: HttpState) {
-    this.#sock = sock;
+    super(sock, state);
     this.#conf = conf;
-    this.#s = { ...state };
     this.hooks = {
       capture: () => {
-        this.#frozen = true;
+        this.frozen = true;
         // Nothing is half-written: every write is one synchronous sock.write() and the state already
         // counts it, so the state is exact now even if the socket is in backpressure.
-        return Promise.resolve(encodeHttpState(this.#s));
+        return Promise.resolve(encodeHttpState(this.s));
       },
       abort: () => {
-        if (!this.#frozen) return;
-        this.#frozen = false;
-        this.#pump();
+        if (!this.frozen) return;
+        this.frozen = false;
+        this.pump();
       },
     };
-    sock.on('readable', () => this.#pump());
-    sock.on('end', () => this.#pump());
-    sock.on('drain', () => {
-      this.#waitingDrain = false;
-      this.#pump();
-    });
-    sock.on('error', () => sock.destroy());
-    this.#pump();
+    this.start();
   }
 
-  #pump(): void {
-    if (this.#pumping) return;
-    this.#pumping = true;
-    this.#turn = 0;
-    try {
-      while (!this.#frozen && !this.#waitingDrain && this.#s.phase !== HttpPhase.Done && this.#step()) {
-        if (this.#turn >= TURN_BYTES) {
-          this.#yield();
-          break;
-        }
-      }
-      if (!this.#frozen && this.#s.phase === HttpPhase.Done) this.#discard();
-    } finally {
-      this.#pumping = false;
-    }
+  protected isDone(): boolean {
+    return this.s.phase === HttpPhase.Done;
   }
 
-  /** Done: input is dropped so the peer's FIN is seen and the socket can close (autoDestroy). */
-  #discard(): void {
-    this.#s.buffered = Buffer.alloc(0);
-    while (!this.#sock.destroyed && this.#sock.read() !== null);
+  protected markDone(): void {
+    this.s.phase = HttpPhase.Done;
   }
 
-  /** Carries on in a later turn (a capture in between simply finds the state as it is now). */
-  #yield(): void {
-    if (this.#yielded) return;
-    this.#yielded = true;
-    setImmediate(() => {
-      this.#yielded = false;
-      this.#pump();
-    });
-  }
-
-  /** One transition; false when it has to wait for input. */
-  #step(): boolean {
-    switch (this.#s.phase) {
+  protected step(): boolean {
+    switch (this.s.phase) {
       case HttpPhase.Head: return this.#stepHead();
       case HttpPhase.Body: return this.#stepBody();
       case HttpPhase.Respond: return this.#stepRespond();
@@ -296,33 +251,12 @@ class HttpSession {
     }
   }
 
-  /** Pulls available input into the parser's buffer, up to the read-ahead limit; true if any came. */
-  #fill(): boolean {
-    const s = this.#s;
-    let got = false;
-    while (s.buffered.length < this.#conf.readAhead) {
-      const room = this.#conf.readAhead - s.buffered.length;
-      const d = (this.#sock.readableLength > room ? this.#sock.read(room) : this.#sock.read()) as Buffer | string | null;
-      if (d === null) break;
-      const b = typeof d === 'string' ? Buffer.from(d, 'latin1') : d;
-      s.buffered = s.buffered.length === 0 ? b : Buffer.concat([s.buffered, b]);
-      got = true;
-    }
-    if (this.#sock.readableEnded) s.peerEof = true;
-    return got;
-  }
-
   #consume(n: number): void {
-    this.#s.buffered = this.#s.buffered.subarray(n);
-  }
-
-  #finish(end: boolean): void {
-    if (end && !this.#sock.destroyed && !this.#sock.writableEnded) this.#sock.end();
-    this.#s.phase = HttpPhase.Done;
+    this.s.buffered = this.s.buffered.subarray(n);
   }
 
   #stepHead(): boolean {
-    const s = this.#s;
+    const s = this.s;
     // Tolerate stray CRLFs between pipelined requests (RFC 9112 §2.2).
     let skip = 0;
     while (s.buffered[skip] === 0x0d && s.buffered[skip + 1] === 0x0a) skip += 2;
@@ -330,9 +264,9 @@ class HttpSession {
     const end = s.buffered.indexOf(CRLFCRLF);
     if (end < 0) {
       if (s.buffered.length > this.#conf.maxHeaderBytes) return this.#startError(431);
-      if (this.#fill()) return true;
+      if (this.fill(this.#conf.readAhead)) return true;
       // Clean end between requests; a partial request at EOF is dropped like any server does.
-      if (s.peerEof) this.#finish(true);
+      if (s.peerEof) this.finish(true);
       return false;
     }
     if (end > this.#conf.maxHeaderBytes) return this.#startError(431);
@@ -347,7 +281,7 @@ class HttpSession {
   }
 
   #startError(status: number): boolean {
-    const s = this.#s;
+    const s = this.s;
     this.#conf.onRequest?.('-', '-', status);
     s.response = errorResponse(status);
     s.bodyLeft = 0;
@@ -357,14 +291,14 @@ class HttpSession {
 
   /** Request bodies are read and dropped. */
   #stepBody(): boolean {
-    const s = this.#s;
+    const s = this.s;
     if (s.bodyLeft === 0) {
       s.phase = HttpPhase.Respond;
       return true;
     }
-    if (s.buffered.length === 0 && !this.#fill()) {
+    if (s.buffered.length === 0 && !this.fill(this.#conf.readAhead)) {
       if (s.peerEof) {
-        this.#sock.destroy(); // the request never completed
+        this.sock.destroy(); // the request never completed
         s.phase = HttpPhase.Done;
       }
       return false;
@@ -375,20 +309,8 @@ class HttpSession {
     return true;
   }
 
-  /** Hands bytes to the socket; the state has already counted them. False when the socket is gone. */
-  #write(data: Buffer): boolean {
-    const sock = this.#sock;
-    if (sock.destroyed || sock.writableEnded) {
-      this.#s.phase = HttpPhase.Done;
-      return false;
-    }
-    this.#turn += data.length;
-    if (!sock.write(data)) this.#waitingDrain = true;
-    return true;
-  }
-
   #stepRespond(): boolean {
-    const s = this.#s;
+    const s = this.s;
     const r = s.response!;
     const total = r.isHead ? 0 : bodyLength(r);
     if (!s.headWritten) {
@@ -397,20 +319,20 @@ class HttpSession {
       const text = typeof r.body === 'number' ? 0 : total - s.bodyOffset;
       s.headWritten = true;
       s.bodyOffset += text;
-      return this.#write(text > 0 ? Buffer.concat([h, bodySlice(r, s.bodyOffset - text, text)]) : h);
+      return this.write(text > 0 ? Buffer.concat([h, bodySlice(r, s.bodyOffset - text, text)]) : h);
     }
     if (s.bodyOffset < total) {
       const len = Math.min(this.#conf.chunkSize, total - s.bodyOffset);
       const off = s.bodyOffset;
       s.bodyOffset += len;
-      return this.#write(bodySlice(r, off, len));
+      return this.write(bodySlice(r, off, len));
     }
     s.served++;
     s.response = null;
     s.headWritten = false;
     s.bodyOffset = 0;
     if (r.keepAlive) s.phase = HttpPhase.Head;
-    else this.#finish(true);
+    else this.finish(true);
     return true;
   }
 }

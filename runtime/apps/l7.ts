@@ -17,6 +17,7 @@
 import type { Duplex } from 'node:stream';
 import { Catalogue, OBJECT_PREFIX, objectChunk, ownerOf } from './l7-objects.js';
 import { PROXIED_HEADER, UpstreamPool } from './l7-proxy.js';
+import { PumpedSession } from './pumped.js';
 import {
   AppStateError, MAX_STATE_BYTES, StateReader, StateWriter, type MigrationHooks, type ResumableApp,
 } from './resumable.js';
@@ -111,7 +112,6 @@ export function l7App(opts: L7Options): L7App {
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const MAX_HEAD = 16 * 1024;
 const READ_AHEAD = 4 * MAX_HEAD;
-const TURN_BYTES = 256 * 1024;
 const MAX_TEXT = 1024;
 const STATUS: Record<number, string> = {
   200: 'OK', 400: 'Bad Request', 404: 'Not Found', 405: 'Method Not Allowed', 431: 'Request Header Fields Too Large',
@@ -203,121 +203,72 @@ const FRESH: L7State = {
   phase: L7Phase.Head, peerEof: false, served: 0, routed: false, response: null, headWritten: false, bodyOffset: 0, buffered: Buffer.alloc(0),
 };
 
-class L7Session {
+class L7Session extends PumpedSession<L7State> {
   readonly hooks: MigrationHooks;
-  #sock: Duplex;
   #c: Conf;
-  #s: L7State;
-  #frozen = false;   // captured or routing: no read, no new request
+  // `frozen` (base): captured or routing: no read, no new request
   #routing = false;  // our own migration to an owner is in flight
   #localOnce = false; // routing the front request failed: answer it here
-  #waitingDrain = false;
-  #pumping = false;
-  #turn = 0;
-  #yielded = false;
   #captureWaiter: (() => void) | null = null;
   #upstream: { pause(): void; resume(): void } | null = null;
 
   constructor(sock: Duplex, conf: Conf, state: L7State) {
-    this.#sock = sock;
+    super(sock, state);
     this.#c = conf;
-    this.#s = { ...state };
     this.hooks = {
       capture: () => {
         // Our own routing migration is under way: a second one of the same connection must not start.
         if (this.#routing) return Promise.reject(new AppStateError('l7: the connection is already moving to its owner'));
-        this.#frozen = true;
-        if (this.#s.phase !== L7Phase.Relay) return Promise.resolve(encodeL7State(this.#s));
+        this.frozen = true;
+        if (this.s.phase !== L7Phase.Relay) return Promise.resolve(encodeL7State(this.s));
         return new Promise((resolve) => {
-          this.#captureWaiter = () => resolve(encodeL7State(this.#s));
+          this.#captureWaiter = () => resolve(encodeL7State(this.s));
         });
       },
       abort: () => {
-        if (!this.#frozen || this.#routing) return; // a failed routing resumes in its own handler
-        this.#frozen = false;
-        this.#pump();
+        if (!this.frozen || this.#routing) return; // a failed routing resumes in its own handler
+        this.frozen = false;
+        this.pump();
       },
     };
-    sock.on('readable', () => this.#pump());
-    sock.on('end', () => this.#pump());
-    sock.on('drain', () => {
-      this.#waitingDrain = false;
-      this.#upstream?.resume();
-      this.#pump();
-    });
-    sock.on('error', () => sock.destroy());
-    this.#pump();
+    this.start();
   }
 
-  #pump(): void {
-    if (this.#pumping) return;
-    this.#pumping = true;
-    this.#turn = 0;
-    try {
-      while (!this.#frozen && !this.#waitingDrain && this.#s.phase !== L7Phase.Done && this.#s.phase !== L7Phase.Relay && this.#step()) {
-        if (this.#turn >= TURN_BYTES) {
-          this.#yield();
-          break;
-        }
-      }
-      if (!this.#frozen && this.#s.phase === L7Phase.Done) this.#discard();
-    } finally {
-      this.#pumping = false;
-    }
+  protected isDone(): boolean {
+    return this.s.phase === L7Phase.Done;
   }
 
-  #discard(): void {
-    this.#s.buffered = Buffer.alloc(0);
-    while (!this.#sock.destroyed && this.#sock.read() !== null);
+  protected markDone(): void {
+    this.s.phase = L7Phase.Done;
   }
 
-  #yield(): void {
-    if (this.#yielded) return;
-    this.#yielded = true;
-    setImmediate(() => {
-      this.#yielded = false;
-      this.#pump();
-    });
+  /** A proxied response is being relayed: the relay drives the socket until it ends. */
+  protected override parked(): boolean {
+    return this.s.phase === L7Phase.Relay;
   }
 
-  #step(): boolean {
-    switch (this.#s.phase) {
+  protected override onDrain(): void {
+    this.#upstream?.resume();
+  }
+
+  protected step(): boolean {
+    switch (this.s.phase) {
       case L7Phase.Head: return this.#stepHead();
       case L7Phase.Respond: return this.#stepRespond();
       default: return false;
     }
   }
 
-  #fill(): boolean {
-    const s = this.#s;
-    let got = false;
-    while (s.buffered.length < READ_AHEAD) {
-      const room = READ_AHEAD - s.buffered.length;
-      const d = (this.#sock.readableLength > room ? this.#sock.read(room) : this.#sock.read()) as Buffer | string | null;
-      if (d === null) break;
-      const b = typeof d === 'string' ? Buffer.from(d, 'latin1') : d;
-      s.buffered = s.buffered.length === 0 ? b : Buffer.concat([s.buffered, b]);
-      got = true;
-    }
-    if (this.#sock.readableEnded) s.peerEof = true;
-    return got;
-  }
-
-  #finish(end: boolean): void {
-    if (end && !this.#sock.destroyed && !this.#sock.writableEnded) this.#sock.end();
-    this.#s.phase = L7Phase.Done;
-  }
-
   #stepHead(): boolean {
-    const s = this.#s;
+    const s = this.s;
     let skip = 0;
     while (s.buffered[skip] === 0x0d && s.buffered[skip + 1] === 0x0a) skip += 2;
     if (skip > 0) s.buffered = s.buffered.subarray(skip);
     const end = s.buffered.indexOf(CRLFCRLF);
     if (end < 0) {
       if (s.buffered.length > MAX_HEAD) return this.#respond(textResponse(431, null, 'request head too large\n'), 0);
-      if (this.#fill()) return true;
-      if (s.peerEof) this.#finish(true);
+      if (this.fill(READ_AHEAD)) return true;
+      if (s.peerEof) this.finish(true);
       return false;
     }
     if (end > MAX_HEAD) return this.#respond(textResponse(431, null, 'request head too large\n'), 0);
@@ -354,7 +305,7 @@ class L7Session {
   }
 
   #respond(r: Response, consumed: number): boolean {
-    const s = this.#s;
+    const s = this.s;
     s.buffered = s.buffered.subarray(consumed);
     s.response = r;
     s.headWritten = false;
@@ -365,19 +316,8 @@ class L7Session {
     return true;
   }
 
-  #write(data: Buffer): boolean {
-    const sock = this.#sock;
-    if (sock.destroyed || sock.writableEnded) {
-      this.#s.phase = L7Phase.Done;
-      return false;
-    }
-    this.#turn += data.length;
-    if (!sock.write(data)) this.#waitingDrain = true;
-    return true;
-  }
-
   #stepRespond(): boolean {
-    const s = this.#s;
+    const s = this.s;
     const r = s.response!;
     const total = r.isHead ? 0 : r.size;
     if (!s.headWritten) {
@@ -385,51 +325,51 @@ class L7Session {
       const head = headBytes(r, this.#c.self);
       if (r.text !== null && total > 0) {
         s.bodyOffset = total;
-        return this.#write(Buffer.concat([head, r.text]));
+        return this.write(Buffer.concat([head, r.text]));
       }
-      return this.#write(head);
+      return this.write(head);
     }
     if (s.bodyOffset < total) {
       const len = Math.min(this.#c.chunkSize, total - s.bodyOffset);
       const off = s.bodyOffset;
       s.bodyOffset += len;
       this.#c.counters.servedBytes += len;
-      return this.#write(objectChunk(r.name!, off, len));
+      return this.write(objectChunk(r.name!, off, len));
     }
     this.#endResponse(r.keepAlive);
     return true;
   }
 
   #endResponse(keepAlive: boolean): void {
-    const s = this.#s;
+    const s = this.s;
     s.served++;
     s.response = null;
     s.headWritten = false;
     s.bodyOffset = 0;
     if (keepAlive) s.phase = L7Phase.Head;
-    else this.#finish(true);
+    else this.finish(true);
   }
 
   /** DSR: hand the connection (and the requests it holds) to the object's owner. */
   #route(owner: string): void {
-    this.#frozen = true;
+    this.frozen = true;
     this.#routing = true;
-    const userData = encodeL7State({ ...this.#s, routed: true });
-    this.#c.migrate!(this.#sock, owner, userData).then(() => {
+    const userData = encodeL7State({ ...this.s, routed: true });
+    this.#c.migrate!(this.sock, owner, userData).then(() => {
       this.#c.counters.routeMigrations++;
-      this.#s.phase = L7Phase.Done; // the owner has it; this side's stream is closed by the runtime
+      this.s.phase = L7Phase.Done; // the owner has it; this side's stream is closed by the runtime
     }, () => {
       this.#c.counters.routeFailures++;
       this.#routing = false;
-      this.#frozen = false;
+      this.frozen = false;
       this.#localOnce = true; // the connection is still here: answer the request here
-      if (!this.#sock.destroyed) this.#pump();
+      if (!this.sock.destroyed) this.pump();
     });
   }
 
   /** Proxy: fetch from the owner over a pooled connection and relay, with the client's backpressure. */
   #relay(owner: string, h: Head): void {
-    const s = this.#s;
+    const s = this.s;
     s.phase = L7Phase.Relay;
     const cnt = this.#c.counters;
     let headWritten = false;
@@ -438,34 +378,34 @@ class L7Session {
       if (s.phase !== L7Phase.Relay) return;
       s.served++;
       if (keepAlive) s.phase = L7Phase.Head;
-      else this.#finish(true);
+      else this.finish(true);
       const w = this.#captureWaiter;
       this.#captureWaiter = null;
       w?.();
-      this.#pump();
+      this.pump();
     };
     this.#c.pool!.fetch(owner, h.path, {
       onHead: (status, length) => {
         headWritten = true;
         const r: Response = { status, minor: h.minor, keepAlive: h.keepAlive, isHead: false, name: status === 200 ? '' : null, size: length, text: null };
-        this.#write(Buffer.from(headBytes(r, owner).toString('latin1').replace('\r\n\r\n', `\r\nVia: ${this.#c.self}\r\n\r\n`), 'latin1'));
+        this.write(Buffer.from(headBytes(r, owner).toString('latin1').replace('\r\n\r\n', `\r\nVia: ${this.#c.self}\r\n\r\n`), 'latin1'));
       },
       onBody: (chunk) => {
         cnt.proxiedBytes += chunk.length;
-        this.#write(chunk);
-        return !this.#waitingDrain;
+        this.write(chunk);
+        return !this.waitingDrain;
       },
     }, (flow) => (this.#upstream = flow)).then(() => {
       cnt.proxied++;
       done(h.keepAlive);
     }, () => {
       cnt.errors++;
-      if (!headWritten && !this.#sock.destroyed) {
+      if (!headWritten && !this.sock.destroyed) {
         const r = textResponse(502, { ...h, keepAlive: false }, 'owner unreachable\n');
-        this.#write(Buffer.concat([headBytes(r, this.#c.self), r.text!]));
+        this.write(Buffer.concat([headBytes(r, this.#c.self), r.text!]));
         done(false);
       } else {
-        this.#sock.destroy(); // half a response went out: the client must see the connection fail
+        this.sock.destroy(); // half a response went out: the client must see the connection fail
         done(false);
       }
     });

@@ -5,9 +5,9 @@ import { str, type Command } from '../cli.js';
 
 export const benchCommand: Command = {
   name: 'bench',
-  summary: 'measure capybara side by side with the kernel TCP stack and Node (micro, rtt, throughput, cps, http, migration)',
-  usage: 'capybara bench [micro|rtt|throughput|cps|http|migration ...] [--quick] [--out DIR] [--compare OLD] [--only SYSTEMS] [--json]',
-  help: `Suites (default: all, in this order):
+  summary: 'measure capybara side by side with the kernel TCP stack and Node (micro, rtt, throughput, cps, http, migration, tls, l7, dpdk)',
+  usage: 'capybara bench [micro|rtt|throughput|cps|http|migration|tls|l7|dpdk ...] [--quick] [--out DIR] [--compare OLD] [--only SYSTEMS] [--json]',
+  help: `Suites (default: micro rtt throughput cps http migration tls l7, in this order):
   micro       benchmark.js: frame parse/emit, checksums, TCP input fast path, TCB snapshot+adopt (idle, 64 KiB
               buffered), AEAD sealing of migration messages: ops/s ± error
   rtt         64 B and 1 KB TCP ping-pong, sockperf from the testbed client: p50/p90/p99/p99.9/max from HDR
@@ -17,6 +17,9 @@ export const benchCommand: Command = {
               memory per held idle connection (arena slot vs kernel socket + Node net)
   http        wrk requests/s and latency: capybara serve http, Node http, the same app on Node net
   migration   client-visible blackout and phases of live migrations vs a TCP_REPAIR kernel handoff
+  tls         TLS handshakes/s, 64 B request/response p50/p99, bulk echo: capybara vs Node tls on the kernel
+  l7          L7 direct server return vs proxy mode: wrk req/s and p99, 1 KB/100 KB/1 MB objects, TCP and TLS
+  dpdk        (only when asked; needs the DPDK build) dpdk:net_af_xdp vs xdp: vs kernel, raw pps vs testpmd
 
 Every suite runs capybara and its baselines in the same run on the same path and writes
 <out>/<date>-<suite>/: result.json (machine, kernel, versions, config, systems, measures, ratios, raw

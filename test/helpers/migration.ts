@@ -242,3 +242,62 @@ export async function rawPeer(ns: string, host: string, port: number, bytes: Uin
     throw new Error(`stream-client raw in ${ns} gave no result (exit ${r.code}): ${r.stderr.trim()}`);
   }
 }
+
+export interface MigrationLoop {
+  /** Stops the loop; resolves with the number of migrations done. */
+  stop(): Promise<number>;
+  count(): number;
+  /** Migrations that failed (the loop stops at the first). */
+  errors: string[];
+  /** Engine-side blackout of each migration, µs. */
+  blackouts: number[];
+}
+
+/**
+ * Moves every client flow on `port` to the other host, again and again, `gapMs` apart, until stopped.
+ * The old host keeps a given-away flow held for 50 ms, so gaps shorter than that are pointless.
+ */
+export function migrationLoop(port: number, gapMs = 60): MigrationLoop {
+  let stopped = false;
+  let n = 0;
+  const errors: string[] = [];
+  const blackouts: number[] = [];
+  const loop = (async () => {
+    let owner: Host | null = null;
+    while (!stopped && errors.length === 0) {
+      if (!owner) {
+        for (const h of ['hostA', 'hostB'] as const) {
+          if ((await clientFlows(h, port)).some((f) => f.state === 'ESTABLISHED' && !f.frozen)) owner = h;
+        }
+        if (!owner) {
+          await delay(10);
+          continue;
+        }
+      }
+      const r = await migrate(owner, 'all');
+      if (r.migrated >= 1) {
+        n++;
+        for (const t of r.timings) blackouts.push(t.blackoutUs);
+        owner = other(owner);
+      } else if (r.failed > 0) {
+        // A connection in its TLS handshake, or one this host is still handing over, cannot move right now
+        // (ERR_MIGRATION_STATE): look for the owner again. Anything else is a failure.
+        if (r.errors.every((e) => e.code === 'ERR_MIGRATION_STATE')) owner = null;
+        else errors.push(JSON.stringify(r.errors));
+      } else {
+        owner = null;
+      }
+      await delay(gapMs);
+    }
+  })();
+  return {
+    async stop() {
+      stopped = true;
+      await loop;
+      return n;
+    },
+    count: () => n,
+    errors,
+    blackouts,
+  };
+}

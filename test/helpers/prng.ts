@@ -1,14 +1,8 @@
-// mulberry32: a small seeded PRNG, so every randomized test failure reproduces from its seed.
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The seeded PRNG lives in the runtime (the soak uses it too), so every randomized test failure
+// reproduces from its seed.
+import { prng } from '../../runtime/prng.js';
+
+export { prng };
 
 /** An integer in [0, n). */
 export const int = (r: () => number, n: number): number => Math.floor(r() * n);

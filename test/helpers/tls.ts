@@ -1,15 +1,15 @@
 // Fixtures for the TLS interop tests: certificates made with the openssl CLI, TLS servers on both
-// testbed hosts, a migration loop that moves the client's flow back and forth while a client runs, and
+// testbed hosts, a single migration of the client's flow, and
 // `openssl s_client` in the client namespace driven line by line. Every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { stopProcess } from '../../dataplane/exec.js';
 import { PLAN } from '../../dataplane/testbed.js';
 import { makeCerts, type CertSet, type KeyType } from '../../runtime/tls-cert.js';
-import { clientFlows, migrate, other, type Host } from './migration.js';
+import { clientFlows, migrate, migrationLoop, type Host } from './migration.js';
 import { startServe, type Running } from './testbed.js';
 import { delay } from './wait.js';
 
-export { makeCerts, type CertSet };
+export { makeCerts, migrationLoop, type CertSet };
 
 /** The name the test certificates carry besides the testbed's addresses. */
 export const SERVERNAME = 'capybara.test';
@@ -22,60 +22,6 @@ export function startTlsServe(app: string, host: Host, port: number, certs: Cert
 /** A leaf for the testbed's names; with issuer, signed by that set's CA (so one CAfile verifies both). */
 export async function certsFor(type: KeyType = 'rsa', issuer?: CertSet): Promise<CertSet> {
   return makeCerts({ type, issuer, san: [`DNS:${SERVERNAME}`, `IP:${PLAN.vip}`, `IP:${PLAN.hosts.hostA.ip}`, `IP:${PLAN.hosts.hostB.ip}`] });
-}
-
-export interface MigrationLoop {
-  /** Stops the loop; resolves with the number of migrations done. */
-  stop(): Promise<number>;
-  count(): number;
-  /** Migrations that failed (the loop stops at the first). */
-  errors: string[];
-}
-
-/**
- * Moves every client flow on `port` to the other host, again and again, `gapMs` apart, until stopped.
- * The old host keeps a given-away flow held for 50 ms, so gaps shorter than that are pointless.
- */
-export function migrationLoop(port: number, gapMs = 60): MigrationLoop {
-  let stopped = false;
-  let n = 0;
-  const errors: string[] = [];
-  const loop = (async () => {
-    let owner: Host | null = null;
-    while (!stopped && errors.length === 0) {
-      if (!owner) {
-        for (const h of ['hostA', 'hostB'] as const) {
-          if ((await clientFlows(h, port)).some((f) => f.state === 'ESTABLISHED' && !f.frozen)) owner = h;
-        }
-        if (!owner) {
-          await delay(10);
-          continue;
-        }
-      }
-      const r = await migrate(owner, 'all');
-      if (r.migrated >= 1) {
-        n++;
-        owner = other(owner);
-      } else if (r.failed > 0) {
-        // A connection in its TLS handshake, or one this host is still handing over, cannot move right now
-        // (ERR_MIGRATION_STATE): look for the owner again. Anything else is a failure.
-        if (r.errors.every((e) => e.code === 'ERR_MIGRATION_STATE')) owner = null;
-        else errors.push(JSON.stringify(r.errors));
-      } else {
-        owner = null;
-      }
-      await delay(gapMs);
-    }
-  })();
-  return {
-    async stop() {
-      stopped = true;
-      await loop;
-      return n;
-    },
-    count: () => n,
-    errors,
-  };
 }
 
 /** Migrates the client's flow on `port` once (from whichever host owns it); true when it moved. */

@@ -8,9 +8,8 @@ import { PLAN } from '../../dataplane/testbed.js';
 import { patternSha256 } from '../../runtime/apps/pattern.js';
 import { curlFetch } from '../../runtime/demo.js';
 import { addonSkip, netnsSkip } from '../helpers/env.js';
-import { clientFlows, migrate, other, percentile, startCapture, useLbTestbed, type Host } from '../helpers/migration.js';
+import { migrationLoop, percentile, startCapture, useLbTestbed } from '../helpers/migration.js';
 import { startServe, type Running } from '../helpers/testbed.js';
-import { delay } from '../helpers/wait.js';
 
 const skip = netnsSkip() ?? addonSkip();
 const PORT = 80;
@@ -33,34 +32,11 @@ describe('HTTP download across live migrations', { skip: skip ?? false }, () => 
     try {
       // --limit-rate spreads the body over ~6 s so that many migrations land inside it.
       const fetching = curlFetch([`http://${PLAN.vip}/bytes/${BYTES}`], 60_000, PLAN.client.ns, ['--limit-rate', '16M']);
-      let done = false;
-      void fetching.finally(() => (done = true));
-      const blackouts: number[] = [];
-      let migrations = 0;
-      let owner: Host | null = null;
-      while (!done) {
-        if (!owner) {
-          for (const h of ['hostA', 'hostB'] as const) {
-            if ((await clientFlows(h, PORT)).some((f) => f.state === 'ESTABLISHED' && !f.frozen)) owner = h;
-          }
-          if (!owner) {
-            await delay(20);
-            continue;
-          }
-        }
-        const r = await migrate(owner, 'all');
-        if (r.migrated === 1) {
-          migrations++;
-          blackouts.push(r.timings[0]!.blackoutUs);
-          owner = other(owner);
-        } else if (r.failed > 0) {
-          assert.fail(`migration ${migrations + 1} failed: ${JSON.stringify(r.errors)}`);
-        } else {
-          owner = null; // the response finished on this host, or the flow is still in its grace here
-        }
-        await delay(60); // the old host keeps a given-away flow held for 50 ms
-      }
+      const loop = migrationLoop(PORT);
       const res = await fetching;
+      const migrations = await loop.stop();
+      const blackouts = loop.blackouts;
+      assert.deepEqual(loop.errors, []);
       process.stderr.write(`# ${migrations} migrations during the download; engine-side blackout p50 ${percentile(blackouts, 50).toFixed(0)} us, p99 ${percentile(blackouts, 99).toFixed(0)} us\n`);
       assert.equal(res.code, 0, res.stderr);
       assert.deepEqual(res.statuses, [200]);

@@ -11,9 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { PLAN } from '../../dataplane/testbed.js';
 import { DIGEST_PORT } from '../../runtime/apps/digest.js';
 import { HELPERS, addonSkip, netnsSkip } from '../helpers/env.js';
-import { clientFlows, migrate, other, percentile, startCapture, useLbTestbed, type Host } from '../helpers/migration.js';
+import { migrationLoop, percentile, startCapture, useLbTestbed } from '../helpers/migration.js';
 import { startServe, type Running } from '../helpers/testbed.js';
-import { delay } from '../helpers/wait.js';
 
 const skip = netnsSkip() ?? addonSkip();
 const PORT = DIGEST_PORT;
@@ -57,34 +56,11 @@ describe('upload across live migrations', { skip: skip ?? false }, () => {
     const cap = await startCapture();
     try {
       const uploading = runUpload();
-      let done = false;
-      void uploading.finally(() => (done = true));
-      const blackouts: number[] = [];
-      let migrations = 0;
-      let owner: Host | null = null;
-      while (!done) {
-        if (!owner) {
-          for (const h of ['hostA', 'hostB'] as const) {
-            if ((await clientFlows(h, PORT)).some((f) => f.state === 'ESTABLISHED' && !f.frozen)) owner = h;
-          }
-          if (!owner) {
-            await delay(20);
-            continue;
-          }
-        }
-        const r = await migrate(owner, 'all');
-        if (r.migrated === 1) {
-          migrations++;
-          blackouts.push(r.timings[0]!.blackoutUs);
-          owner = other(owner);
-        } else if (r.failed > 0) {
-          assert.fail(`migration ${migrations + 1} failed: ${JSON.stringify(r.errors)}`);
-        } else {
-          owner = null; // the upload finished on this host, or the flow is still in its grace here
-        }
-        await delay(60); // the old host keeps a given-away flow held for 50 ms
-      }
+      const loop = migrationLoop(PORT);
       const res = await uploading;
+      const migrations = await loop.stop();
+      const blackouts = loop.blackouts;
+      assert.deepEqual(loop.errors, []);
       process.stderr.write(`# ${migrations} migrations during the upload (${res.ms} ms); engine-side blackout p50 ${percentile(blackouts, 50).toFixed(0)} us, p99 ${percentile(blackouts, 99).toFixed(0)} us\n`);
       assert.equal(res.error, null);
       assert.equal(res.sent, BYTES);
