@@ -1,12 +1,13 @@
 // Live migration of connections between runtimes (DESIGN "Migration protocol").
 //
 // Source:  hold (app captures its state, stream stops pulling) -> writes drained into the engine ->
-//          freeze -> snapshot (tcp + app layers) -> offer over the sealed channel -> target adopts ->
-//          steer (the balancer's redirect table) -> forward what was held meanwhile -> release.
-//          Any failure before 'adopted' unfreezes the flow and the connection carries on here: exactly one
-//          side owns a flow at any time.
-// Target:  validate + adopt (engine) -> Server 'migrated' (conn, userData) -> reply 'adopted'; later
-//          'forward' messages feed held segments into TCP input.
+//          freeze -> snapshot (tcp + app layers) -> offer over the sealed channel -> target adopts and
+//          steers (the balancer's redirect table) -> 'adopted' -> forward what was held meanwhile -> release.
+//          A refusal, or a target that cannot be reached, unfreezes the flow and the connection carries on
+//          here; a late answer is asked for again (the offer is idempotent), never assumed lost: exactly
+//          one side owns a flow at any time.
+// Target:  validate + adopt (engine) -> steer -> Server 'migrated' (conn, userData) -> reply 'adopted';
+//          later 'forward' messages feed held segments into TCP input.
 // The channel runs over connections of the stacks themselves, one per peer, opened on first use.
 import { CapybaraError } from '../errors.js';
 import { AppLayer, PluggedLayer } from '../../stack/layer.js';
@@ -39,9 +40,9 @@ export interface MigratorOptions {
   /** Port of the migration channel on every runtime's stack address (default 7400). */
   port?: number;
   peers: MigrationPeer[];
-  /** Re-steers the network after the target adopted (e.g. the L4 balancer's redirect table). */
+  /** Re-steers the network to the runtime that adopted a flow (the L4 balancer's redirect table); called by the target. */
   steer?: (flow: FlowKey, peer: string) => Promise<void>;
-  /** How long the source waits for the target's answer before it takes the flow back (default 2 s). */
+  /** How long the source waits for the target's answer before asking again (default 2 s; see OFFER_ASKS). */
   timeoutMs?: number;
 }
 
@@ -81,6 +82,8 @@ interface Pending {
   trace: MigrationTrace | null;
   resolve: () => void;
   reject: (err: MigrationError) => void;
+  /** The channel closed before the answer: ask again on a new one (the target may own the flow already). */
+  lost?: () => void;
 }
 
 interface AdoptedFlow {
@@ -92,6 +95,11 @@ const DEFAULT_PORT = 7400;
 /** How long open channels accept a peer's frames under the previous cluster key after a rotation. */
 export const DEFAULT_KEY_GRACE_MS = 300_000;
 const MAX_ADOPTED_TRACKED = 4096;
+// Times the source asks again (re-sends the offer, which is idempotent) when the answer is late, before
+// it takes its frozen copy back. Taking it back while the target may have adopted would leave two owners,
+// so a late answer is asked for, not assumed lost: only a target that cannot be reached at all, or stays
+// silent for (OFFER_ASKS + 1) timeouts, leaves the flow at the source.
+const OFFER_ASKS = 4;
 const RELEASE_GRACE_MS = 50;
 // The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
 // machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
@@ -155,6 +163,7 @@ export class Migrator {
   readonly #channels = new Map<string, Promise<MigrationChannel>>();
   readonly #pending = new Map<number, Pending>();
   readonly #adopted = new Map<string, AdoptedFlow>(); // `${peer}/${epoch}/${id}` -> flow on this host
+  readonly #refused = new Set<string>(); // offers refused here, so an offer asked again is refused again
   readonly #dedupe = new MigrationDedupe();
   readonly #layers;
   readonly #tlsLayers; // tcp, tls, app: connections with TLS (their record holds keys)
@@ -303,6 +312,10 @@ export class Migrator {
   #failPending(ch: MigrationChannel): void {
     for (const [id, p] of this.#pending) {
       if (p.channel !== ch) continue;
+      if (p.lost) {
+        p.lost();
+        continue;
+      }
       this.#pending.delete(id);
       p.reject(new MigrationError('ERR_MIGRATION_PEER_LOST', `the channel to ${ch.peer ?? 'the peer'} closed before it answered`));
     }
@@ -466,21 +479,60 @@ export class Migrator {
     const tShip = process.hrtime.bigint();
     try {
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          this.#pending.delete(migrationId);
-          reject(new MigrationError('ERR_MIGRATION_TIMEOUT', `${peer} did not answer within ${opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000} ms`));
-        }, opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
-        this.#pending.set(migrationId, {
+        const budgetMs = opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000;
+        const offer: OfferMessage = { type: 'offer', migrationId, epoch: this.epoch, flow, snapshot };
+        let asked = 0;
+        let reopened = false;
+        const fail = (e: MigrationError) => {
+          if (!this.#pending.delete(migrationId)) return;
+          clearTimeout(timer);
+          reject(e);
+        };
+        const askAgain = (on: MigrationChannel): boolean => {
+          try {
+            on.send(offer);
+            return true;
+          } catch {
+            return false;
+          }
+        };
+        const onTimeout = () => {
+          const p = this.#pending.get(migrationId);
+          if (!p) return;
+          if (asked < OFFER_ASKS && !p.channel.closed && askAgain(p.channel)) {
+            asked++;
+            timer = setTimeout(onTimeout, budgetMs);
+            return;
+          }
+          fail(new MigrationError('ERR_MIGRATION_TIMEOUT', `${peer} did not answer within ${budgetMs} ms (asked ${asked + 1} times)`));
+        };
+        let timer = setTimeout(onTimeout, budgetMs);
+        const pending: Pending = {
           channel: ch,
           trace,
           resolve: () => { clearTimeout(timer); resolve(); },
           reject: (e) => { clearTimeout(timer); reject(e); },
-        });
+          lost: () => {
+            // Once: a new channel to a live target gets the same offer; a duplicate there is answered as
+            // before (adopted or refused). A target that cannot be reached lost its copy with it.
+            if (reopened) {
+              fail(new MigrationError('ERR_MIGRATION_PEER_LOST', `the channel to ${peer} closed twice before it answered`));
+              return;
+            }
+            reopened = true;
+            this.#channel(peer).then((nc) => {
+              if (!this.#pending.has(migrationId)) return;
+              pending.channel = nc;
+              if (!askAgain(nc)) fail(new MigrationError('ERR_MIGRATION_PEER_LOST', `the channel to ${peer} closed before it answered`));
+            }, () => fail(new MigrationError('ERR_MIGRATION_PEER_LOST', `the channel to ${peer} closed before it answered and ${peer} cannot be reached`)));
+          },
+        };
+        this.#pending.set(migrationId, pending);
         trace?.hop('offerSeal');
         // What the flow held since the freeze rides in the same write as the offer.
         const early = this.#heldMessages(conn.id, migrationId, sent);
         for (const f of early) forwarded += f.segments.length;
-        ch.sendAll([{ type: 'offer', migrationId, epoch: this.epoch, flow, snapshot } satisfies OfferMessage, ...early]);
+        ch.sendAll([offer, ...early]);
         trace?.hop('offerSent');
         forwarding = 'speculative';
       });
@@ -496,16 +548,12 @@ export class Migrator {
     }
     const shipUs = us(tShip);
 
-    // 4. steer, then hand over what arrived here meanwhile, then forget the flow.
+    // 4. the target steered the balancer when it adopted (before answering), so the source does not: by
+    // the time a late answer arrives here the flow may have moved on from the target, and steering it back
+    // there would send the client to a runtime that no longer has it (the soak found this: a channel
+    // segment lost to an RTO delays the answer by 200 ms). Hand over what arrived here meanwhile, then
+    // forget the flow.
     const tSteer = process.hrtime.bigint();
-    if (this.#opts.steer) {
-      try {
-        await this.#opts.steer(flow, peer);
-      } catch {
-        // The target owns the flow now; until the balancer follows, packets arriving here are held and
-        // forwarded below, and TCP's retransmissions cover the rest.
-      }
-    }
     const steerUs = us(tSteer);
     trace?.hop('steered');
     const tRel = process.hrtime.bigint();
@@ -640,13 +688,16 @@ export class Migrator {
     const verdict = this.#dedupe.observeMessage(m, peer, this.name);
     const key = `${peer}/${m.epoch}/${m.migrationId}`;
     if (verdict === 'duplicate') {
-      // The answer may have been lost: answer again, idempotently.
+      // The source asks again when an answer is late or its channel broke: answer as before, idempotently.
       if (this.#adopted.has(key)) ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
+      else if (this.#refused.has(key)) ch.send({ type: 'rejected', migrationId: m.migrationId, epoch: m.epoch, reason: 'refused before' });
       return;
     }
     if (verdict === 'stale') return;
     const reject = (reason: string) => {
       this.stats.rejectedIn++;
+      if (this.#refused.size >= MAX_ADOPTED_TRACKED) this.#refused.delete(this.#refused.values().next().value as string);
+      this.#refused.add(key);
       ch.send({ type: 'rejected', migrationId: m.migrationId, epoch: m.epoch, reason });
     };
     const server = this.#host.migrationServer(m.flow.localPort);
@@ -681,7 +732,7 @@ export class Migrator {
     trace?.hop('adopted');
     // This runtime owns the flow from here on (the source stays frozen until it hears from us), so the
     // balancer can follow at once: the client's next segment comes here without waiting for the answer
-    // to reach the source. The source steers again (the same entry) when the answer arrives.
+    // to reach the source. Only the target steers: the flow may move on from here before the source hears.
     if (this.#opts.steer) this.#opts.steer(m.flow, this.name).catch(() => {});
     trace?.hop('steered');
     this.#adopted.set(key, { flowId: state.lower, trace });
