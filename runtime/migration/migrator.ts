@@ -2,7 +2,8 @@
 //
 // Source:  hold (app captures its state, stream stops pulling) -> writes drained into the engine ->
 //          freeze -> snapshot (tcp + app layers) -> offer over the sealed channel -> target adopts and
-//          steers (the balancer's redirect table) -> 'adopted' -> forward what was held meanwhile -> release.
+//          steers (the balancer's redirect table) -> 'adopted' -> (source steers too when the answer was
+//          prompt) -> forward what was held meanwhile -> release.
 //          A refusal, or a target that cannot be reached, unfreezes the flow and the connection carries on
 //          here; a late answer is asked for again (the offer is idempotent), never assumed lost: exactly
 //          one side owns a flow at any time.
@@ -100,6 +101,9 @@ const MAX_ADOPTED_TRACKED = 4096;
 // so a late answer is asked for, not assumed lost: only a target that cannot be reached at all, or stays
 // silent for (OFFER_ASKS + 1) timeouts, leaves the flow at the source.
 const OFFER_ASKS = 4;
+// An answer slower than this may come after the target moved the flow on (see step 4 of migrate()).
+const PROMPT_ANSWER_MS = 50;
+const late = (since: bigint): boolean => process.hrtime.bigint() - since > BigInt(PROMPT_ANSWER_MS) * 1_000_000n;
 const RELEASE_GRACE_MS = 50;
 // The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
 // machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
@@ -548,12 +552,19 @@ export class Migrator {
     }
     const shipUs = us(tShip);
 
-    // 4. the target steered the balancer when it adopted (before answering), so the source does not: by
-    // the time a late answer arrives here the flow may have moved on from the target, and steering it back
-    // there would send the client to a runtime that no longer has it (the soak found this: a channel
-    // segment lost to an RTO delays the answer by 200 ms). Hand over what arrived here meanwhile, then
-    // forget the flow.
+    // 4. the target steered the balancer when it adopted (before answering). The source steers again (the
+    // same entry; without it the L7 DSR test's fast bounces lose owners, not yet understood) but only when
+    // the answer came back promptly: a late answer (a channel segment lost to a 200 ms RTO, found by the
+    // soak) may arrive after the target moved the flow on, and steering it back there would send the client
+    // to a runtime that no longer has it. A stopgap: the sound fix reads the entry before writing it.
     const tSteer = process.hrtime.bigint();
+    if (this.#opts.steer && !late(tShip)) {
+      try {
+        await this.#opts.steer(flow, peer);
+      } catch {
+        // The target owns the flow and steered it itself; packets arriving here are forwarded below.
+      }
+    }
     const steerUs = us(tSteer);
     trace?.hop('steered');
     const tRel = process.hrtime.bigint();
@@ -732,7 +743,7 @@ export class Migrator {
     trace?.hop('adopted');
     // This runtime owns the flow from here on (the source stays frozen until it hears from us), so the
     // balancer can follow at once: the client's next segment comes here without waiting for the answer
-    // to reach the source. Only the target steers: the flow may move on from here before the source hears.
+    // to reach the source (which steers again when its answer comes back promptly).
     if (this.#opts.steer) this.#opts.steer(m.flow, this.name).catch(() => {});
     trace?.hop('steered');
     this.#adopted.set(key, { flowId: state.lower, trace });
