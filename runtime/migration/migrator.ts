@@ -2,8 +2,7 @@
 //
 // Source:  hold (app captures its state, stream stops pulling) -> writes drained into the engine ->
 //          freeze -> snapshot (tcp + app layers) -> offer over the sealed channel -> target adopts and
-//          steers (the balancer's redirect table) -> 'adopted' -> (source steers too when the answer was
-//          prompt) -> forward what was held meanwhile -> release.
+//          steers (the balancer's redirect table) -> 'adopted' -> forward what was held meanwhile -> release.
 //          A refusal, or a target that cannot be reached, unfreezes the flow and the connection carries on
 //          here; a late answer is asked for again (the offer is idempotent), never assumed lost: exactly
 //          one side owns a flow at any time.
@@ -101,9 +100,8 @@ const MAX_ADOPTED_TRACKED = 4096;
 // so a late answer is asked for, not assumed lost: only a target that cannot be reached at all, or stays
 // silent for (OFFER_ASKS + 1) timeouts, leaves the flow at the source.
 const OFFER_ASKS = 4;
-// An answer slower than this may come after the target moved the flow on (see step 4 of migrate()).
-const PROMPT_ANSWER_MS = 50;
-const late = (since: bigint): boolean => process.hrtime.bigint() - since > BigInt(PROMPT_ANSWER_MS) * 1_000_000n;
+// Event-loop turns an offer for a flow we are still giving away waits for that to finish (see #outgoing).
+const MAX_OFFER_DEFERRALS = 1000;
 const RELEASE_GRACE_MS = 50;
 // The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
 // machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
@@ -178,6 +176,10 @@ export class Migrator {
   readonly #pongs = new Map<number, () => void>();
   #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
+  // Flows offered from here whose migrate() has not reached its grace yet: an offer of the same flow coming
+  // back (a fast bounce, e.g. L7 DSR) can be read in the same turn as our 'adopted' answer, before migrate()
+  // resumes and registers its grace; adopting then would meet our own frozen copy (-EEXIST).
+  readonly #outgoing = new Set<string>();
   #nonce = 1;
   #warmup: { stop(): void } | null = null; // JIT warm-up of the offer path (warmup.ts)
 
@@ -426,7 +428,9 @@ export class Migrator {
       if (forwarding !== 'no') forwarded += this.#forwardHeld(ch, conn.id, migrationId, forwarding === 'speculative' ? sent : null);
       onReadable.call(conn);
     };
+    const outTuple = flowTuple(flow);
     const giveBack = () => {
+      this.#outgoing.delete(outTuple);
       forwarding = 'no';
       conn.onReadable = onReadable;
       if (frozen) {
@@ -480,6 +484,7 @@ export class Migrator {
     trace?.hop('snapshotted');
 
     // 3. ship; the target answers 'adopted' or 'rejected'.
+    this.#outgoing.add(outTuple);
     const tShip = process.hrtime.bigint();
     try {
       await new Promise<void>((resolve, reject) => {
@@ -552,19 +557,11 @@ export class Migrator {
     }
     const shipUs = us(tShip);
 
-    // 4. the target steered the balancer when it adopted (before answering). The source steers again (the
-    // same entry; without it the L7 DSR test's fast bounces lose owners, not yet understood) but only when
-    // the answer came back promptly: a late answer (a channel segment lost to a 200 ms RTO, found by the
-    // soak) may arrive after the target moved the flow on, and steering it back there would send the client
-    // to a runtime that no longer has it. A stopgap: the sound fix reads the entry before writing it.
+    // 4. the target steered the balancer when it adopted (before answering), so the source does not: by
+    // the time a late answer arrives here the flow may have moved on from the target, and steering it back
+    // there would send the client to a runtime that no longer has it (the soak found this: a channel
+    // segment lost to an RTO delays the answer). Hand over what arrived here meanwhile, then forget the flow.
     const tSteer = process.hrtime.bigint();
-    if (this.#opts.steer && !late(tShip)) {
-      try {
-        await this.#opts.steer(flow, peer);
-      } catch {
-        // The target owns the flow and steered it itself; packets arriving here are forwarded below.
-      }
-    }
     const steerUs = us(tSteer);
     trace?.hop('steered');
     const tRel = process.hrtime.bigint();
@@ -591,6 +588,7 @@ export class Migrator {
       conn._detachMigrated(peer);
       if (!ch.closed) ch.send({ type: 'release', migrationId, epoch: this.epoch });
     };
+    this.#outgoing.delete(outTuple);
     if (this.#opts.steer) {
       this.#graceful.set(tuple, finish); // the flow may come straight back: then the grace ends early
       timer = setTimeout(finish, RELEASE_GRACE_MS);
@@ -691,7 +689,11 @@ export class Migrator {
     }
   }
 
-  #onOffer(ch: MigrationChannel, m: OfferMessage): void {
+  #onOffer(ch: MigrationChannel, m: OfferMessage, deferrals = 0): void {
+    if (this.#outgoing.has(flowTuple(m.flow)) && deferrals < MAX_OFFER_DEFERRALS) {
+      setImmediate(() => this.#onOffer(ch, m, deferrals + 1)); // let our own migrate() of it finish first
+      return;
+    }
     const peer = ch.peer ?? '?';
     const trace = MigrationTrace.start({ side: 'target', name: this.name, peer, migrationId: m.migrationId });
     trace?.hop('offerRecv');
@@ -743,7 +745,7 @@ export class Migrator {
     trace?.hop('adopted');
     // This runtime owns the flow from here on (the source stays frozen until it hears from us), so the
     // balancer can follow at once: the client's next segment comes here without waiting for the answer
-    // to reach the source (which steers again when its answer comes back promptly).
+    // to reach the source. Only the target steers: the flow may move on from here before the source hears.
     if (this.#opts.steer) this.#opts.steer(m.flow, this.name).catch(() => {});
     trace?.hop('steered');
     this.#adopted.set(key, { flowId: state.lower, trace });
