@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { run, stopProcess } from '../../dataplane/exec.js';
+import { run, runIn, stopProcess } from '../../dataplane/exec.js';
 import { PLAN, down, status, up } from '../../dataplane/testbed.js';
 import { adminRequest } from '../../runtime/admin.js';
 import { HELPERS } from './env.js';
@@ -178,9 +178,32 @@ export async function waitProgress(c: StreamClient, more: number, timeoutMs: num
     const s = await c.status();
     if (s.errors.length) throw new Error(`${what}: stream failed: ${s.errors.join('; ')}`);
     if (s.received >= start + more) return s;
-    if (Date.now() > deadline) throw new Error(`${what}: stream made no progress (${s.received - start} of ${more} in ${timeoutMs} ms)`);
+    if (Date.now() > deadline) {
+      const report = await stallReport(c.localPorts).catch((e: Error) => `(no stall report: ${e.message})`);
+      throw new Error(`${what}: stream made no progress (${s.received - start} of ${more} in ${timeoutMs} ms)\n${report}`);
+    }
     await delay(20);
   }
+}
+
+/** What each side thinks of a stalled stream: the client kernel's sockets (ss -tin), each host's flows
+ * for those ports with their TCP state, and each engine's counters. A stall is a bug to find, and CI
+ * only keeps the log. */
+export async function stallReport(clientPorts: readonly number[]): Promise<string> {
+  const lines: string[] = [];
+  const ss = await runIn(PLAN.client.ns, 'ss', ['-tinm', 'dst', PLAN.vip]);
+  lines.push(`client ss:\n${ss.stdout.trim()}`);
+  const wanted = new Set(clientPorts);
+  for (const h of HOSTS) {
+    try {
+      const fl = (await flows(h)).filter((f) => wanted.has(f.remotePort) && f.remoteAddress === PLAN.client.ip);
+      lines.push(`${h} flows: ${JSON.stringify(fl)}`);
+      lines.push(`${h} stats: ${JSON.stringify(await stats(h))}`);
+    } catch (e) {
+      lines.push(`${h}: ${(e as Error).message}`);
+    }
+  }
+  return lines.join('\n');
 }
 
 // ---- a capture on the client's interface ----------------------------------------------------
