@@ -69,6 +69,7 @@ export class Connection extends Duplex implements FlowEvents {
   #sniWait = false;     // TLS server: the handshake waits for the SNI callback
   #closeNotifyWait: ((err?: Error | null) => void) | null = null; // end() found no room for close_notify
   #tlsRetry: NodeJS.Timeout | null = null;
+  #handshakeTimer: NodeJS.Timeout | null = null; // tls.handshakeTimeout
   /** How often this connection moved between runtimes (travels with it). */
   migrations = 0;
   /** Set by an app that can continue this connection on another host (runtime/apps/resumable.ts). */
@@ -98,7 +99,10 @@ export class Connection extends Duplex implements FlowEvents {
     owner.registerFlow(id, this);
     this.#refreshAddresses();
     // A server's ClientHello may have arrived before this flow was accepted: try right away.
-    if (this.#handshaking && !this.connecting) process.nextTick(() => this.#driveHandshake());
+    if (this.#handshaking && !this.connecting) {
+      this.#armHandshakeTimer();
+      process.nextTick(() => this.#driveHandshake());
+    }
   }
 
   #refreshAddresses(): void {
@@ -161,6 +165,7 @@ export class Connection extends Duplex implements FlowEvents {
     this.#refreshAddresses();
     this.emit('connect');
     if (this.#handshaking) {
+      this.#armHandshakeTimer();
       this.#driveHandshake();
       return;
     }
@@ -377,6 +382,8 @@ export class Connection extends Duplex implements FlowEvents {
     this.#wantRead = false;
     this.#pending = null;
     if (this.#tlsRetry) clearTimeout(this.#tlsRetry);
+    this.#clearHandshakeTimer();
+    this.#tls?.release();
     try {
       if (err instanceof TlsError && this.#closedErr === null) this.#closeAfterTlsError();
       else if (clean || this.#closedErr !== null) this.#owner.engine.close(this.id); // frees the TLS session too
@@ -425,10 +432,32 @@ export class Connection extends Duplex implements FlowEvents {
       return;
     }
     this.#handshaking = false;
+    this.#clearHandshakeTimer();
     this.#refreshAddresses();
     this.emit('secure');
     if (tls.role === 'client') this.emit('secureConnect');
     this.#opened();
+  }
+
+  /**
+   * tls.handshakeTimeout: a handshake still running when it fires (also one waiting on SNICallback) ends
+   * the connection as Node does, with ERR_TLS_HANDSHAKE_TIMEOUT ('tlsClientError' on a server). Unref'd:
+   * a stalled handshake does not keep the process alive.
+   */
+  #armHandshakeTimer(): void {
+    const ms = this.#tls?.handshakeTimeout ?? 0;
+    if (ms <= 0 || this.#handshakeTimer || this.#released) return;
+    this.#handshakeTimer = setTimeout(() => {
+      this.#handshakeTimer = null;
+      if (!this.#handshaking || this.#released || this.destroyed) return;
+      this.destroy(new TlsError('ERR_TLS_HANDSHAKE_TIMEOUT', `TLS handshake timeout: not done within ${ms} ms`));
+    }, ms);
+    this.#handshakeTimer.unref();
+  }
+
+  #clearHandshakeTimer(): void {
+    if (this.#handshakeTimer) clearTimeout(this.#handshakeTimer);
+    this.#handshakeTimer = null;
   }
 
   /** True on a TLS connection (as TLSSocket.encrypted). */
@@ -551,6 +580,8 @@ export class Connection extends Duplex implements FlowEvents {
   /** @internal The target owns the flow now and the engine forgot it here: close the stream quietly. */
   _detachMigrated(target: string): void {
     if (this.#tlsRetry) clearTimeout(this.#tlsRetry);
+    this.#clearHandshakeTimer();
+    this.#tls?.release();
     this.#released = true;
     this.#wantRead = false;
     this.#owner.unregisterFlow(this.id);

@@ -196,7 +196,8 @@ export function deviceOpenError(err: unknown, device: string): CapybaraError {
  */
 export class TlsError extends CapybaraError {
   readonly alertSent: boolean;
-  constructor(code: 'ERR_TLS_HANDSHAKE' | 'ERR_TLS_CERT' | 'ERR_TLS_ALERT' | 'ERR_TLS_TRUNCATED' | 'ERR_TLS_CONTEXT' | 'ERR_TLS_SNI',
+  constructor(code: 'ERR_TLS_HANDSHAKE' | 'ERR_TLS_CERT' | 'ERR_TLS_ALERT' | 'ERR_TLS_TRUNCATED' | 'ERR_TLS_CONTEXT' | 'ERR_TLS_SNI'
+    | 'ERR_TLS_HANDSHAKE_TIMEOUT',
     message: string, options?: { cause?: unknown; alertSent?: boolean }) {
     super(code, message, options);
     this.alertSent = options?.alertSent ?? false;

@@ -16,7 +16,8 @@ export interface ServerOptions extends ConnectionOptions {
   pauseOnConnect?: boolean;
   /**
    * Terminate TLS (as tls.createServer): the connection handler and 'secureConnection' get connections
-   * whose handshake is done; 'data' is plaintext. A failed handshake is 'tlsClientError' (err, conn).
+   * whose handshake is done; 'data' is plaintext. A failed handshake is 'tlsClientError' (err, conn), one
+   * not done within tls.handshakeTimeout (default 120 s) too, with ERR_TLS_HANDSHAKE_TIMEOUT.
    */
   tls?: TlsServerOptions;
 }
@@ -169,7 +170,8 @@ export class Server extends EventEmitter implements ListenerEvents {
     let tls = migratedTls;
     if (!tls && this.#tls) {
       try {
-        tls = TlsFlow.server(this.#owner, id, this.#tls, this.#opts.tls?.SNICallback, this.#opts.tls?.keyUpdateBytes);
+        const t = this.#opts.tls;
+        tls = TlsFlow.server(this.#owner, id, this.#tls, t?.SNICallback, t?.keyUpdateBytes, t?.handshakeTimeout);
       } catch (err) {
         this.#owner.engine.abort(id); // no session, no connection: the client sees a reset
         if (this.listenerCount('tlsClientError') > 0) this.emit('tlsClientError', err, null);
@@ -190,7 +192,7 @@ export class Server extends EventEmitter implements ListenerEvents {
     return conn;
   }
 
-  /** Handshake failures go to 'tlsClientError' (as in Node), not to the connection's app. */
+  /** Handshake failures (tls.handshakeTimeout's too) go to 'tlsClientError' (as in Node), not to the connection's app. */
   #watchHandshake(conn: Connection): void {
     const onError = (err: Error) => {
       if (this.listenerCount('tlsClientError') > 0) this.emit('tlsClientError', err, conn);

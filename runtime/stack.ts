@@ -142,7 +142,7 @@ export class Stack extends EventEmitter implements FlowOwner {
     if (opts.tls) {
       try {
         const ctx = opts.tls.secureContext ?? createSecureContext(opts.tls, 'client');
-        tls = TlsFlow.client(this, id, ctx, defaultServername(opts.host, opts.tls.servername));
+        tls = TlsFlow.client(this, id, ctx, defaultServername(opts.host, opts.tls.servername), opts.tls.handshakeTimeout);
       } catch (err) {
         this.engine.abort(id);
         throw err;

@@ -5,7 +5,7 @@
 import { SystemError, TlsError, errnoName, errnoNumber, fromAddonError, fromErrno } from './errors.js';
 import type { FlowOwner } from './internal.js';
 import type { TlsInfo } from './native.js';
-import { createSecureContext, type SecureContext, type TlsServerOptions } from './tls.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, createSecureContext, handshakeTimeoutMs, type SecureContext, type TlsServerOptions } from './tls.js';
 
 export type HandshakeStep = 'done' | 'again' | 'sni';
 export type SniCallback = NonNullable<TlsServerOptions['SNICallback']>;
@@ -30,6 +30,8 @@ export class TlsFlow {
   readonly #id: number;
   readonly #sni: SniCallback | undefined;
   #handshaking: boolean;
+  #gone = false; // the connection released the flow: its id may already name another flow
+  #handshakeTimeout = 0;
   #keyUpdateBytes = 0; // 0: never on our own
   #sinceUpdate = 0;
 
@@ -42,17 +44,22 @@ export class TlsFlow {
   }
 
   /** A server session for an accepted flow; the handshake starts when the ClientHello is there. */
-  static server(owner: FlowOwner, id: number, ctx: SecureContext, sni?: SniCallback, keyUpdateBytes?: number): TlsFlow {
+  static server(owner: FlowOwner, id: number, ctx: SecureContext, sni?: SniCallback, keyUpdateBytes?: number, handshakeTimeout?: number): TlsFlow {
+    const ms = handshakeTimeoutMs(handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT_MS);
     TlsFlow.#create(owner, id, ctx, null);
     const f = new TlsFlow(owner, id, 'server', true, ctx.sni ? sni : undefined);
     f.#keyUpdateBytes = keyUpdateBytes ?? 0;
+    f.#handshakeTimeout = ms;
     return f;
   }
 
   /** A client session for a connecting flow; the handshake starts once TCP is established. */
-  static client(owner: FlowOwner, id: number, ctx: SecureContext, servername: string | null): TlsFlow {
+  static client(owner: FlowOwner, id: number, ctx: SecureContext, servername: string | null, handshakeTimeout?: number): TlsFlow {
+    const ms = handshakeTimeoutMs(handshakeTimeout, 0); // checked before a session exists
     TlsFlow.#create(owner, id, ctx, servername);
-    return new TlsFlow(owner, id, 'client', true);
+    const f = new TlsFlow(owner, id, 'client', true);
+    f.#handshakeTimeout = ms;
+    return f;
   }
 
   /** The session of a migrated flow, already restored in the engine (handshake long done). */
@@ -72,6 +79,16 @@ export class TlsFlow {
 
   get handshaking(): boolean {
     return this.#handshaking;
+  }
+
+  /** Milliseconds the handshake may take (the Connection runs the timer); 0 = no limit. */
+  get handshakeTimeout(): number {
+    return this.#handshakeTimeout;
+  }
+
+  /** The connection let the flow go (closed, timed out, migrated): a late SNI answer must not touch the engine. */
+  release(): void {
+    this.#gone = true;
   }
 
   /** One handshake step with what TCP holds; throws TlsError when the handshake failed (alert sent). */
@@ -95,6 +112,7 @@ export class TlsFlow {
     const answer = (err: Error | null, ctx?: SecureContext | TlsServerOptions | null): void => {
       if (called) return;
       called = true;
+      if (this.#gone) return; // e.g. the handshake timed out while the callback ran: nobody is waiting
       if (err) return cb(new TlsError('ERR_TLS_SNI', `SNICallback failed for "${name}": ${err.message}`, { cause: err }));
       try {
         const c = ctx == null ? null : 'native' in ctx ? ctx : createSecureContext(ctx, 'server');

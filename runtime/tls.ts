@@ -27,6 +27,12 @@ export interface TlsServerOptions {
    * KeyUpdate (asking the client to update too), so long-lived connections rotate their keys.
    */
   keyUpdateBytes?: number;
+  /**
+   * Milliseconds from accept until the handshake must be done (an SNICallback's wait included), else the
+   * connection is destroyed and 'tlsClientError' gets ERR_TLS_HANDSHAKE_TIMEOUT, as in Node. Default
+   * 120000 (Node's); 0 = no limit. Bounds what a client that never finishes its ClientHello can hold.
+   */
+  handshakeTimeout?: number;
 }
 
 /** The options of `stack.connect({ tls })`, as tls.connect takes them. */
@@ -42,9 +48,28 @@ export interface TlsConnectOptions {
   ciphers?: string;
   /** A context made once with createSecureContext(..., 'client'), shared by many connections. */
   secureContext?: SecureContext;
+  /**
+   * Not in Node's tls.connect: milliseconds from TCP established until the handshake must be done, else
+   * 'error' with ERR_TLS_HANDSHAKE_TIMEOUT and the connection is destroyed. Default 0 = no limit.
+   */
+  handshakeTimeout?: number;
 }
 
 const VERSIONS: Record<TlsVersion, number> = { 'TLSv1.2': 0x0303, 'TLSv1.3': 0x0304 };
+
+/** A server's handshakeTimeout when none is given: Node's tls.createServer default. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 120_000;
+/** setTimeout's limit: a longer delay would fire after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** tls.handshakeTimeout checked: an integer number of ms, 0 for none; `dflt` when not given. */
+export function handshakeTimeoutMs(v: unknown, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_TIMER_MS) {
+    throw new ConfigError(`tls.handshakeTimeout must be an integer number of ms in 0..${MAX_TIMER_MS} (got ${String(v)})`);
+  }
+  return v;
+}
 
 /** A native SSL_CTX with the options it was made from (the runtime asks it for the SNI flag). */
 export class SecureContext {
@@ -127,6 +152,7 @@ export function createSecureContext(opts: TlsServerOptions | TlsConnectOptions, 
   if (o.keyUpdateBytes !== undefined && (!Number.isInteger(o.keyUpdateBytes) || o.keyUpdateBytes < 1)) {
     throw new ConfigError(`tls.keyUpdateBytes must be a positive integer (got ${String(o.keyUpdateBytes)})`);
   }
+  handshakeTimeoutMs(o.handshakeTimeout, 0);
   const key = pem(o.key, 'key');
   const native = nativeContext({
     server,

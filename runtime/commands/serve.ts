@@ -92,6 +92,8 @@ Options:
   --tls-key F      PEM private key for --tls-cert
   --tls-key-update N  TLS 1.3: the server sends a KeyUpdate (asking the client for one too) after every
                    N bytes it sent on a connection
+  --tls-handshake-timeout MS  close a connection whose TLS handshake is not done within MS ms
+                   (default 120000, as Node's tls.createServer; 0: no limit)
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
   --native         run the app in C on the engine thread (echo, sockperf): no JavaScript per request;
@@ -122,6 +124,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
     'tls-key-update': { type: 'string' },
+    'tls-handshake-timeout': { type: 'string' },
     backends: { type: 'string' },
     mode: { type: 'string' },
     manifest: { type: 'string' },
@@ -140,6 +143,8 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     if (tlsCert !== undefined && native) throw new UsageError('--native apps do not speak TLS');
     const keyUpdate = intOpt(values, 'tls-key-update', 1, Number.MAX_SAFE_INTEGER);
     if (keyUpdate !== undefined && tlsCert === undefined) throw new UsageError('--tls-key-update needs --tls-cert and --tls-key');
+    const hsTimeout = intOpt(values, 'tls-handshake-timeout', 0, 2 ** 31 - 1);
+    if (hsTimeout !== undefined && tlsCert === undefined) throw new UsageError('--tls-handshake-timeout needs --tls-cert and --tls-key');
     const appArgs = appOptions(app, values);
     const on = str(values, 'on');
     let device = str(values, 'device');
@@ -161,6 +166,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
       if (spinUs !== undefined) args.push('--spin-us', String(spinUs));
       if (tlsCert !== undefined && tlsKey !== undefined) args.push('--tls-cert', resolvePath(tlsCert), '--tls-key', resolvePath(tlsKey));
       if (keyUpdate !== undefined) args.push('--tls-key-update', String(keyUpdate));
+      if (hsTimeout !== undefined) args.push('--tls-handshake-timeout', String(hsTimeout));
       if (values.json) args.push('--json');
       for (const [k, v] of Object.entries(appArgs)) if (v !== undefined) args.push(`--${k}`, Array.isArray(v) ? v.join(',') : v);
       if (app === 'l7' && appArgs.backends === undefined) args.push('--backends', Object.keys(PLAN.hosts).join(','));
@@ -173,7 +179,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     return serve({
       app, port, device, address, gateway, mac: str(values, 'mac'), vip: str(values, 'vip'), name, json: values.json === true,
       peers: peersOpt === undefined ? undefined : parsePeers(peersOpt), clusterKey: str(values, 'cluster-key'),
-      native, spinUs, appArgs, tls: tlsCert !== undefined && tlsKey !== undefined ? { ...readTlsFiles(tlsCert, tlsKey), keyUpdateBytes: keyUpdate } : undefined,
+      native, spinUs, appArgs, tls: tlsCert !== undefined && tlsKey !== undefined ? { ...readTlsFiles(tlsCert, tlsKey), keyUpdateBytes: keyUpdate, handshakeTimeout: hsTimeout } : undefined,
     }, io);
   },
 };
@@ -196,7 +202,7 @@ export interface ServeParams {
   /** Options of the l7 and redis apps. */
   appArgs?: AppArgs;
   /** PEM certificate and key: the app is served over TLS. */
-  tls?: { cert: Buffer; key: Buffer; keyUpdateBytes?: number | undefined } | undefined;
+  tls?: { cert: Buffer; key: Buffer; keyUpdateBytes?: number | undefined; handshakeTimeout?: number | undefined } | undefined;
 }
 
 interface AppArgs {
