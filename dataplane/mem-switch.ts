@@ -27,12 +27,15 @@ export interface MemSwitchOptions {
 
 export class MemSwitchError extends CapybaraError {}
 
+const flowKey = (f: SteeredFlow): string => `${f.remoteAddress}:${f.remotePort}>${f.localAddress}:${f.localPort}`;
+
 export class MemSwitch {
   readonly name: string;
   readonly ports: number;
   readonly #faults: string;
   readonly #seed: number;
   readonly #runtimes = new Map<string, number>();
+  readonly #steered = new Map<string, number>(); // what this object wrote to the table (it alone writes it)
   readonly #binding: Binding;
 
   constructor(opts: MemSwitchOptions, binding: Binding = loadBinding()) {
@@ -69,6 +72,14 @@ export class MemSwitch {
     this.#write(flow, this.portOf(peer));
   };
 
+  /** The Migrator's owner hook: the runtime the table delivers this flow to, null without an entry. */
+  readonly owner = async (flow: SteeredFlow): Promise<string | null> => {
+    const port = this.#steered.get(flowKey(flow));
+    if (port === undefined) return null;
+    for (const [name, p] of this.#runtimes) if (p === port) return name;
+    return null;
+  };
+
   /** Points a flow at a port before its first packet (e.g. a client choosing the server of a new flow). */
   steerTo(flow: SteeredFlow, port: number): void {
     this.#write(flow, port);
@@ -87,6 +98,8 @@ export class MemSwitch {
   #write(flow: SteeredFlow, port: number): number {
     const rc = this.#binding.memSteer!(this.name, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, port);
     if (rc < 0) throw new MemSwitchError('ERR_MEM_STEER', `switch ${this.name}: steering ${flow.remoteAddress}:${flow.remotePort} -> ${flow.localAddress}:${flow.localPort} failed (${errnoName(-rc)})`);
+    if (port < 0) this.#steered.delete(flowKey(flow));
+    else this.#steered.set(flowKey(flow), port);
     return rc;
   }
 }

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { MemSwitch } from '../dataplane/mem-switch.js';
 import type { Connection } from './connection.js';
-import type { Migrator } from './migration/migrator.js';
+import type { Migrator, MigratorOptions } from './migration/migrator.js';
 import { serveResumable, type ResumableApp } from './apps/resumable.js';
 import type { Server } from './server.js';
 import type { Tuning } from './options.js';
@@ -29,6 +29,8 @@ export interface MemClusterOptions {
   port: number;
   /** How long a migration may wait for the target's answer (Migrator timeoutMs). */
   migrationTimeoutMs?: number;
+  /** Migrator fault injection per server name (MigratorOptions.faults), for failure-handling tests. */
+  migrationFaults?: Record<string, MigratorOptions['faults']>;
   /** Engine tuning for every stack (e.g. a short timeWaitMs so closed flows go quickly). */
   tuning?: Tuning;
   /** Serve over TLS (runtime/tls.ts): the TLS sessions migrate with their connections. */
@@ -104,7 +106,9 @@ export class MemCluster {
           server.listen(opts.port, () => resolve());
         });
         const peers = opts.servers.map((n, j) => ({ name: n, address: addr(j) })).filter((p) => p.name !== name);
-        const migrator = stack.enableMigration({ name, clusterKey: key, peers, steer: sw.steer, timeoutMs: opts.migrationTimeoutMs });
+        const migrator = stack.enableMigration({
+          name, clusterKey: key, peers, steer: sw.steer, owner: sw.owner, timeoutMs: opts.migrationTimeoutMs, faults: opts.migrationFaults?.[name],
+        });
         self = { name, port, address: addr(i), stack, server, migrator, conns };
         servers.set(name, self);
       }

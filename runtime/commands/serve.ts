@@ -298,9 +298,10 @@ async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<AppInstan
   p.tls?.key.fill(0); // the key lives in the engine's TLS context now
   server.on('tlsClientError', (err: Error) => io.err(`capybara serve: TLS handshake: ${err.message}`));
   if (p.peers) {
+    const balancer = await balancerSteering();
     stack.enableMigration({
       name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
-      peers: p.peers, steer: await balancerSteering(),
+      peers: p.peers, steer: balancer?.steer, owner: balancer?.owner,
     });
     // accept_migrated: the app continues the moved connection from the state its source captured
     // (stateless apps simply start on it; bytes the source app had not read come first either way).

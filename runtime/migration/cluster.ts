@@ -9,7 +9,7 @@ import { adminDir } from '../admin.js';
 import { loadBinding } from '../native.js';
 import { ConfigError } from '../errors.js';
 import type { FlowKey } from './messages.js';
-import type { MigrationPeer } from './migrator.js';
+import type { MigrationPeer, MigratorOptions } from './migrator.js';
 
 export const CLUSTER_KEY_BYTES = 32;
 
@@ -54,29 +54,42 @@ export function parsePeers(spec: string): MigrationPeer[] {
   });
 }
 
+/** The balancer side of a migrator: `steer` (MigratorOptions.steer) and `owner` (MigratorOptions.owner). */
+export interface BalancerHooks {
+  steer: NonNullable<MigratorOptions['steer']>;
+  owner: NonNullable<MigratorOptions['owner']>;
+}
+
 /**
  * Steering through the testbed's XDP balancer when it is attached (backends are named after the hosts,
  * as the runtimes are); undefined when there is none, and a migration then relies on the network
- * delivering the VIP to the new owner by other means.
+ * delivering the VIP to the new owner by other means. `owner` reads the redirect table back (lbctl: a
+ * process, but it is asked only when a migration's answer never came).
  */
-export async function balancerSteering(): Promise<((flow: FlowKey, peer: string) => Promise<void>) | undefined> {
+export async function balancerSteering(): Promise<BalancerHooks | undefined> {
   let lb: LoadBalancer;
   try {
     lb = await LoadBalancer.open();
   } catch {
     return undefined;
   }
+  const owner = async (flow: FlowKey): Promise<string | null> => {
+    const e = await lb.lookup({ src: flow.remoteAddress, sport: flow.remotePort, dst: flow.localAddress, dport: flow.localPort });
+    return e?.name ?? null;
+  };
   // In-process map update (microseconds) when the addon has it; lbctl (a process per call) otherwise.
   const binding = loadBinding();
   const fd = binding.lbOpen ? binding.lbOpen(join(lb.pinDir, 'lb_redirect')) : -1;
   if (fd >= 0 && binding.lbRedirect) {
     const index = new Map(lb.backends().map((b) => [b.name, b.index]));
-    return async (flow, peer) => {
+    const steer = async (flow: FlowKey, peer: string): Promise<void> => {
       const b = index.get(peer);
       if (b === undefined) throw new ConfigError(`the balancer has no backend called ${peer}`);
       const rc = binding.lbRedirect!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, b);
       if (rc < 0) throw new ConfigError(`redirect table update failed (errno ${-rc})`);
     };
+    return { steer, owner };
   }
-  return (flow, peer) => lb.redirect({ src: flow.remoteAddress, sport: flow.remotePort, dst: flow.localAddress, dport: flow.localPort }, peer);
+  const steer = (flow: FlowKey, peer: string) => lb.redirect({ src: flow.remoteAddress, sport: flow.remotePort, dst: flow.localAddress, dport: flow.localPort }, peer);
+  return { steer, owner };
 }

@@ -42,8 +42,20 @@ export interface MigratorOptions {
   peers: MigrationPeer[];
   /** Re-steers the network to the runtime that adopted a flow (the L4 balancer's redirect table); called by the target. */
   steer?: (flow: FlowKey, peer: string) => Promise<void>;
+  /**
+   * Which runtime the network delivers a flow's client packets to now (the balancer's redirect entry), null
+   * when it has no entry. Asked by a source whose target never answered: the runtime the balancer points
+   * at owns the flow (only a target that adopted steers), so the source takes its frozen copy back only
+   * when that is not the target. Without it a silent target is assumed not to have adopted.
+   */
+  owner?: (flow: FlowKey) => Promise<string | null>;
   /** How long the source waits for the target's answer before asking again (default 2 s; see OFFER_ASKS). */
   timeoutMs?: number;
+  /**
+   * Fault injection for tests of the failure handling: a target that drops its answers adopts and steers
+   * but never says so, as if every 'adopted' were lost on the way; one that drops offers never sees them.
+   */
+  faults?: { dropAnswers?: boolean; dropOffers?: boolean };
 }
 
 /** Per-phase times of one migration, microseconds, measured on the source. */
@@ -172,7 +184,8 @@ export class Migrator {
   #server: Server | null = null;
   #nextId = 1;
   #closed = false;
-  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0 };
+  // unanswered: migrations whose answer never came but the balancer showed the target owning the flow
+  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0 };
   readonly #pongs = new Map<number, () => void>();
   #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
@@ -545,16 +558,22 @@ export class Migrator {
         trace?.hop('offerSent');
         forwarding = 'speculative';
       });
-      forwarding = 'owned';
-      sent.length = 0;
-      trace?.hop('adoptedResumed');
     } catch (err) {
-      this.stats.failed++;
-      giveBack();
-      throw err;
+      // No answer (or the channel is gone for good): the balancer says who owns the flow. The target
+      // steers right after adopting, so pointing at it means it adopted and its answers were lost: taking
+      // the frozen copy back would make two owners (or revive state the target has moved past).
+      if (!(await this.#ownedByTarget(err, flow, peer))) {
+        this.stats.failed++;
+        giveBack();
+        throw err;
+      }
+      this.stats.unanswered++;
     } finally {
       snapshot.fill(0);
     }
+    forwarding = 'owned';
+    sent.length = 0;
+    trace?.hop('adoptedResumed');
     const shipUs = us(tShip);
 
     // 4. the target steered the balancer when it adopted (before answering), so the source does not: by
@@ -604,6 +623,17 @@ export class Migrator {
       migrationId, peer, captureUs, freezeUs, snapshotUs, shipUs, steerUs, releaseUs,
       blackoutUs, totalUs: us(t0), snapshotBytes, forwardedSegments,
     };
+  }
+
+  /** After a timeout or a lost channel: does the balancer deliver the flow to the target (which then owns it)? */
+  async #ownedByTarget(err: unknown, flow: FlowKey, peer: string): Promise<boolean> {
+    if (!this.#opts.owner || !(err instanceof MigrationError)) return false;
+    if (err.code !== 'ERR_MIGRATION_TIMEOUT' && err.code !== 'ERR_MIGRATION_PEER_LOST') return false;
+    try {
+      return (await this.#opts.owner(flow)) === peer;
+    } catch {
+      return false; // unknown: as without a balancer, a target that never answered did not adopt
+    }
   }
 
   /** What the frozen flow holds, as forward messages; `keep` (before adoption) collects it for giving back. */
@@ -690,6 +720,7 @@ export class Migrator {
   }
 
   #onOffer(ch: MigrationChannel, m: OfferMessage, deferrals = 0): void {
+    if (this.#opts.faults?.dropOffers) return;
     if (this.#outgoing.has(flowTuple(m.flow)) && deferrals < MAX_OFFER_DEFERRALS) {
       setImmediate(() => this.#onOffer(ch, m, deferrals + 1)); // let our own migrate() of it finish first
       return;
@@ -702,7 +733,9 @@ export class Migrator {
     const key = `${peer}/${m.epoch}/${m.migrationId}`;
     if (verdict === 'duplicate') {
       // The source asks again when an answer is late or its channel broke: answer as before, idempotently.
-      if (this.#adopted.has(key)) ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
+      if (this.#adopted.has(key)) {
+        if (!this.#opts.faults?.dropAnswers) ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
+      }
       else if (this.#refused.has(key)) ch.send({ type: 'rejected', migrationId: m.migrationId, epoch: m.epoch, reason: 'refused before' });
       return;
     }
@@ -754,7 +787,7 @@ export class Migrator {
     // threads, which on a small machine compete with this one for the CPU, so it leaves after this turn
     // has handed the connection to the app and injected what was forwarded along with the offer.
     setImmediate(() => {
-      if (ch.closed) return;
+      if (ch.closed || this.#opts.faults?.dropAnswers) return;
       try {
         ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });
       } catch {
