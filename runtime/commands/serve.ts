@@ -13,7 +13,7 @@ import { packageRoot } from '../native.js';
 import { Stack } from '../stack.js';
 import { DEFAULT_BACKLOG } from '../server.js';
 import type { Connection } from '../connection.js';
-import { balancerSteering, defaultKeyPath, loadClusterKey, parsePeers } from '../migration/cluster.js';
+import { balancerSteering, defaultKeyPath, loadClusterKey, migrationFaultsFromEnv, parsePeers } from '../migration/cluster.js';
 import type { MigrationPeer } from '../migration/migrator.js';
 import { readTlsFiles } from '../tls.js';
 
@@ -301,7 +301,7 @@ async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<AppInstan
     const balancer = await balancerSteering();
     stack.enableMigration({
       name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
-      peers: p.peers, steer: balancer?.steer, owner: balancer?.owner,
+      peers: p.peers, steer: balancer?.steer, owner: balancer?.owner, faults: migrationFaultsFromEnv(),
     });
     // accept_migrated: the app continues the moved connection from the state its source captured
     // (stateless apps simply start on it; bytes the source app had not read come first either way).

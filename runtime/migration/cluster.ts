@@ -54,6 +54,20 @@ export function parsePeers(spec: string): MigrationPeer[] {
   });
 }
 
+/**
+ * Fault injection for failure-handling tests of real runtimes: CAPYBARA_MIGRATION_FAULTS=dropOffers,dropAnswers
+ * (MigratorOptions.faults). Unknown names are a ConfigError, so a typo cannot silently test nothing.
+ */
+export function migrationFaultsFromEnv(spec = process.env.CAPYBARA_MIGRATION_FAULTS): MigratorOptions['faults'] {
+  if (!spec) return undefined;
+  const faults: NonNullable<MigratorOptions['faults']> = {};
+  for (const name of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (name === 'dropOffers' || name === 'dropAnswers') faults[name] = true;
+    else throw new ConfigError(`CAPYBARA_MIGRATION_FAULTS: unknown fault "${name}" (dropOffers, dropAnswers)`);
+  }
+  return faults;
+}
+
 /** The balancer side of a migrator: `steer` (MigratorOptions.steer) and `owner` (MigratorOptions.owner). */
 export interface BalancerHooks {
   steer: NonNullable<MigratorOptions['steer']>;

@@ -54,14 +54,19 @@ describe('a migration whose answers are all lost', { skip: skip ?? false }, () =
     await cluster?.close();
   });
 
-  it('the balancer shows the target owns the flow: the source releases it, one owner, no byte lost', { timeout: 60_000 }, async () => {
+  /** A client connection to the VIP with `n` messages echoed already. */
+  async function openEcho(n: number) {
     const conn = cluster.client.connect(7, cluster.vip);
     await onceEvent(conn, 'connect', 30_000);
     conn.setNoDelay(true);
-    const port = conn.localPort!;
     const c = echoCounter(conn);
-    c.send(50);
+    c.send(n);
     await waitFor(() => c.received === c.sent, 10_000, 'echoes before migrating');
+    return { conn, port: conn.localPort!, c };
+  }
+
+  it('the balancer shows the target owns the flow: the source releases it, one owner, no byte lost', { timeout: 60_000 }, async () => {
+    const { conn, port, c } = await openEcho(50);
 
     // Start from a runtime that answers: hostB is the one whose answers are lost.
     let own = cluster.ownerOf(port);
@@ -100,13 +105,7 @@ describe('a migration whose answers are all lost', { skip: skip ?? false }, () =
   });
 
   it('a silent target that never adopted (the balancer does not point at it): the source takes the flow back', { timeout: 60_000 }, async () => {
-    const conn = cluster.client.connect(7, cluster.vip);
-    await onceEvent(conn, 'connect', 30_000);
-    conn.setNoDelay(true);
-    const port = conn.localPort!;
-    const c = echoCounter(conn);
-    c.send(10);
-    await waitFor(() => c.received === c.sent, 10_000, 'echoes before');
+    const { conn, port, c } = await openEcho(10);
     let own = cluster.ownerOf(port)!;
     if (own.srv.name === 'hostD') {
       await own.srv.stack.migrate(own.conn, 'hostA');

@@ -6,6 +6,7 @@
 //   3. a bulk echo with megabytes in flight moved 20 times
 //   5. hostile peers on the migration channel port (garbage, a HELLO under a wrong key, a huge length)
 //   4. the target dies right before a migration; the source dies right after one
+//   6. the target is killed while the source waits for its answer (after it got the offer)
 // Migrations go through the admin socket directly (adminRequest): a `ctl` process per migration would
 // make 1,000 of them slow. Timings are printed as diagnostics, never asserted.
 import assert from 'node:assert/strict';
@@ -317,5 +318,39 @@ describe('live TCP migration through the XDP balancer', { skip: skip ?? false },
     assert.equal(res.received, res.sent);
     // hostA comes back cleanly after a SIGKILL (stale admin socket, XDP program left behind).
     await withTimeout(serve('hostA'), 40_000, 'restarting hostA');
+  });
+
+  it('6. the target is killed while the source waits for its answer: the source keeps the connection', { timeout: 90_000 }, async () => {
+    // hostB receives offers but never acts on them (CAPYBARA_MIGRATION_FAULTS=dropOffers: a wedged runtime),
+    // so the migration is surely under way, the flow frozen at hostA, when hostB is SIGKILLed.
+    await servers.hostB?.stop();
+    process.env.CAPYBARA_MIGRATION_FAULTS = 'dropOffers';
+    try {
+      await serve('hostB');
+    } finally {
+      delete process.env.CAPYBARA_MIGRATION_FAULTS;
+    }
+    const c = await client(['messages', VIP, String(PORT), '1', '1000']);
+    const port = c.localPorts[0]!;
+    await waitProgress(c, 100, 5000, 'before');
+    await placeOn('hostA', port);
+    const failedBefore = (await stats('hostA')).migration!.failed;
+    const f = await flowOn('hostA', port);
+    const moving = migrate('hostA', f.id, 60_000);
+    await waitFor(async () => (await clientFlows('hostA', PORT)).some((x) => x.remotePort === port && x.frozen), 10_000, 'hostA to freeze the flow');
+    await killRuntime('hostB');
+    const r = await moving;
+    log(`target killed mid-migration: ${JSON.stringify(r.errors)}`);
+    assert.equal(r.migrated, 0);
+    assert.equal(r.failed, 1);
+    assert.equal((await stats('hostA')).migration!.failed, failedBefore + 1);
+    const still = await flowOn('hostA', port);
+    assert.equal(still.id, f.id, 'the source kept the connection');
+    await waitProgress(c, 500, 10_000, 'after the target died mid-migration');
+    const res = await c.stop();
+    log(`client across the target's death: ${res.received} messages, max gap ${res.maxGapMs} ms`);
+    assert.deepEqual(res.errors, []);
+    assert.equal(res.received, res.sent);
+    await withTimeout(serve('hostB'), 40_000, 'restarting hostB');
   });
 });
