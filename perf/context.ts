@@ -1,6 +1,6 @@
 // What every suite gets: where things are, the testbed (brought up once on demand and taken down at the
 // end only if the bench brought it up), and how results are written.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +41,8 @@ export class BenchContext {
   readonly versions: Versions;
   #testbedUp = false;
   #broughtUp = false;
+  /** suite -> the folder this run writes it to (chosen once, see suiteDir). */
+  readonly #suiteDirs = new Map<string, string>();
 
   constructor(opts: BenchOptions) {
     this.root = packageRoot();
@@ -95,9 +97,19 @@ export class BenchContext {
     this.#testbedUp = false;
   }
 
-  /** Folder of one suite's results: OUT/<YYYY-MM-DD>-<suite>. */
+  /**
+   * Folder of one suite's results: OUT/<YYYY-MM-DD>-<suite>, or OUT/<YYYY-MM-DD>-<suite>-2, -3, ... when an
+   * earlier run of the same day already wrote there (results are kept, never overwritten by a later run).
+   */
   suiteDir(suite: string): string {
-    return join(this.outDir, `${dateStamp(this.started)}-${suite}`);
+    let d = this.#suiteDirs.get(suite);
+    if (d === undefined) {
+      const base = join(this.outDir, `${dateStamp(this.started)}-${suite}`);
+      d = base;
+      for (let n = 2; existsSync(d); n++) d = `${base}-${n}`;
+      this.#suiteDirs.set(suite, d);
+    }
+    return d;
   }
 
   /** The suite's folder, created. */

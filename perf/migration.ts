@@ -2,6 +2,8 @@
 // XDP balancer (VIP 10.77.9.1), and what each phase costs, for
 //   capybara    `capybara serve echo --on hostA|hostB`, migrated by the runtimes (`migrate` on the admin
 //               socket, as `capybara demo` does): freeze, snapshot, sealed ship + adopt, steer, forward
+//   capybara-tls  the same servers with --tls-cert/--tls-key (a throwaway CA, runtime/tls-cert.ts) and the same
+//               client over Node's tls (kernel TCP + Node's OpenSSL): the TLS record state migrates with the TCB
 //   tcp_repair  the Prism-style baseline: build/tcp_repair (perf/tcp_repair.c) echoing on each host
 //               kernel's VIP, handing the kernel socket over with TCP_REPAIR (export on the source, import
 //               on the target), steering the balancer with the same bpf map update (from the target, just
@@ -10,12 +12,12 @@
 //   tcp_repair_fwd  the same, plus the kernel counterpart of capybara's hold-and-forward: the source
 //               ships the bytes that reached the old socket after its snapshot to the target (right after
 //               steering and again at the end of a 50 ms grace), which appends them to its receive queue
-// Both are driven the same way: one kernel client in `client` streams 64-byte numbered messages through
-// the VIP (runtime/demo/stream-client.ts: every echo verified, every pause > 500 µs reported with its
-// start on the shared monotonic clock), the bench migrates the connection back and forth N times at a
-// fixed interval, and each migration's blackout is the client's longest pause overlapping it (the
-// method of runtime/demo.ts). Phase times are what the source reports for each migration.
-// The two halves run one after the other: capybara's XDP program owns the hosts' interfaces while its
+// All are driven the same way: one kernel client in `client` streams 64-byte numbered messages through
+// the VIP (runtime/demo/stream-client.ts, over Node's tls when given the CA: every echo verified, every
+// pause > 500 µs reported with its start on the shared monotonic clock), the bench migrates the connection
+// back and forth N times at a fixed interval, and each migration's blackout is the client's longest pause
+// overlapping it (the method of runtime/demo.ts). Phase times are what the source reports for each migration.
+// The targets run one after the other: capybara's XDP program owns the hosts' interfaces while its
 // runtimes run, and the kernel only sees the VIP's frames once they are gone.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -25,6 +27,7 @@ import { LoadBalancer } from '../dataplane/lb.js';
 import { testbedLbAttached, detachTestbedLb } from '../dataplane/lb-testbed.js';
 import { up } from '../dataplane/testbed.js';
 import { adminRequest, adminSocketPath } from '../runtime/admin.js';
+import { makeCerts, type CertSet } from '../runtime/tls-cert.js';
 import type { BenchContext } from './context.js';
 import { fmt, fmtRatio, markdownTable, ratio } from './format.js';
 import { histogramOf, type LatencySummary } from './hdr.js';
@@ -33,14 +36,14 @@ import type { Measure } from './result.js';
 import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
 import type { StreamReport } from '../runtime/demo/stream-client.js';
 
-export const MIGRATION_TARGETS = ['capybara', 'tcp_repair', 'tcp_repair_fwd'] as const;
+export const MIGRATION_TARGETS = ['capybara', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
 export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
 
 type Host = 'hostA' | 'hostB';
 const HOSTS: readonly Host[] = ['hostA', 'hostB'];
 const other = (h: Host): Host => (h === 'hostA' ? 'hostB' : 'hostA');
 
-const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109 };
+const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110 };
 /** Time between two migrations: long enough for a kernel retransmission timeout (200 ms) to play out.
  * CAPYBARA_BENCH_MIGRATION_INTERVAL_MS overrides it (e.g. 100 for a long capybara-only run). */
 const INTERVAL_MS = Number(process.env.CAPYBARA_BENCH_MIGRATION_INTERVAL_MS ?? 300);
@@ -105,10 +108,11 @@ export function attributeBlackouts(starts: readonly number[], gaps: readonly [nu
   });
 }
 
-/** Starts the stream client in `client`; resolves with its report when it ends. */
-function startStream(ctx: BenchContext, port: number, seconds: number): { child: ChildProcess; report: Promise<StreamReport> } {
+/** Starts the stream client in `client` (over TLS, verifying the server, when given the CA file); resolves with its report when it ends. */
+function startStream(ctx: BenchContext, port: number, seconds: number, caFile?: string): { child: ChildProcess; report: Promise<StreamReport> } {
   const script = join(ctx.root, 'dist', 'runtime', 'demo', 'stream-client.js');
-  const child = spawn('ip', ['netns', 'exec', ctx.plan.client.ns, process.execPath, script, ctx.plan.vip, String(port), String(seconds)], {
+  const args = [ctx.plan.vip, String(port), String(seconds), ...(caFile ? [caFile] : [])];
+  const child = spawn('ip', ['netns', 'exec', ctx.plan.client.ns, process.execPath, script, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAPYBARA_STREAM_GAP_US: String(CLIENT_GAP_US) },
   });
   const report = new Promise<StreamReport>((resolve) => {
@@ -148,25 +152,30 @@ async function capybaraOwner(port: number): Promise<Host | null> {
   return null;
 }
 
-async function runCapybara(ctx: BenchContext, rounds: number): Promise<HalfRun> {
-  const port = PORTS.capybara;
+/** capybara, or capybara-tls: the same servers with a certificate for the VIP, the same client over Node's tls. */
+async function runCapybara(ctx: BenchContext, rounds: number, tls: boolean): Promise<HalfRun> {
+  const target: MigrationTarget = tls ? 'capybara-tls' : 'capybara';
+  const port = PORTS[target];
   const servers: RunningServer[] = [];
-  const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json`);
+  let certs: CertSet | undefined;
   try {
+    certs = tls ? await makeCerts({ san: [`IP:${ctx.plan.vip}`] }) : undefined;
+    const tlsArgs = certs ? ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile] : [];
+    const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json${certs ? ' --tls-cert server.pem --tls-key server.key' : ''}`);
     for (const h of HOSTS) {
       servers.push(await startServer({
-        name: `capybara ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json'],
+        name: `${target} ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json', ...tlsArgs],
         readyLine: /"event":"listening"/, readyTimeoutMs: 30_000,
       }));
     }
-    const stream = startStream(ctx, port, streamSeconds(rounds));
+    const stream = startStream(ctx, port, streamSeconds(rounds), certs?.caFile);
     try {
       let from: Host | null = null;
       for (let i = 0; i < 50 && !from; i++) {
         await sleep(100);
         from = await capybaraOwner(port);
       }
-      if (!from) throw new BenchError('capybara: the client stream reached neither host');
+      if (!from) throw new BenchError(`${target}: the client stream reached neither host`);
       await sleep(300);
       const starts: number[] = [];
       const phases: Phases[] = [];
@@ -192,8 +201,10 @@ async function runCapybara(ctx: BenchContext, rounds: number): Promise<HalfRun> 
       }
       stream.child.kill('SIGTERM'); // the client reports what it saw and ends
       const report = await stream.report;
+      // The TLS session must survive every migration: one handshake for the whole stream.
+      if (tls && !report.error && report.tls?.handshakes !== 1) failures.push(`client: ${report.tls?.handshakes ?? 0} TLS handshakes (expected exactly one)`);
       return {
-        target: 'capybara', attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
+        target, attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
         blackoutUs: attributeBlackouts(starts, report.gaps), phases, client: summarizeClient(report), command,
       };
     } finally {
@@ -201,6 +212,7 @@ async function runCapybara(ctx: BenchContext, rounds: number): Promise<HalfRun> 
     }
   } finally {
     for (const s of servers) await s.stop();
+    certs?.cleanup();
   }
 }
 
@@ -402,7 +414,9 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     for (const target of targets) {
       ctx.progress.step(`migration ${target} (${rounds} migrations)`);
       ctx.log(`migration: ${target}, ${rounds} migrations every ${INTERVAL_MS} ms`);
-      const half = target === 'capybara' ? await runCapybara(ctx, rounds) : await runTcpRepair(ctx, rounds, target === 'tcp_repair_fwd');
+      const half = target === 'capybara' || target === 'capybara-tls'
+        ? await runCapybara(ctx, rounds, target === 'capybara-tls')
+        : await runTcpRepair(ctx, rounds, target === 'tcp_repair_fwd');
       ctx.log(`migration: ${target}: ${half.migrated}/${half.attempted} migrated, blackout p50 ${fmt(stats(half.blackoutUs).p50, 0)} us` +
         (half.failures.length ? `; ${half.failures.length} problem(s): ${half.failures[0]}` : ''));
       halves.push(half);
@@ -424,11 +438,13 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   }
   const ratioOf = (a: Stats | undefined, b: Stats | undefined) => Object.fromEntries(PCTS.map((p) => [p, ratio(a?.[p], b?.[p])])) as Record<(typeof PCTS)[number], number | null>;
   const ratios: Record<string, { blackout: Record<string, number | null>; phases: Record<string, Record<string, number | null>> }> = {};
-  for (const b of BASELINES) {
-    if (!blackout.capybara || !blackout[b]) continue;
-    ratios[`capybara/${b}`] = {
-      blackout: ratioOf(blackout.capybara, blackout[b]),
-      phases: Object.fromEntries(PHASE_ROWS.map(([k]) => [k, ratioOf(phaseStats.capybara?.[k], phaseStats[b]?.[k])]).filter(([, r]) => Object.values(r as object).some((v) => v !== null))),
+  // capybara against each kernel baseline, and what TLS adds to capybara's own handoff (the issue's target: <= 1.3x).
+  const pairs: [MigrationTarget, MigrationTarget][] = [...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara', b]), ['capybara-tls', 'capybara']];
+  for (const [a, b] of pairs) {
+    if (!blackout[a] || !blackout[b]) continue;
+    ratios[`${a}/${b}`] = {
+      blackout: ratioOf(blackout[a], blackout[b]),
+      phases: Object.fromEntries(PHASE_ROWS.map(([k]) => [k, ratioOf(phaseStats[a]?.[k], phaseStats[b]?.[k])]).filter(([, r]) => Object.values(r as object).some((v) => v !== null))),
     };
   }
 
@@ -453,6 +469,8 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     return h ? `${h.phases.filter((p) => (p.lateBytes ?? 0) > 0).length}/${h.phases.length}` : 'n/a';
   };
   const stragglers = halves.find((x) => x.target === 'tcp_repair_fwd')?.stragglerForwards ?? 'n/a';
+  const tlsClient = halves.find((x) => x.target === 'capybara-tls')?.client.tls;
+  const tlsSession = tlsClient ? `${tlsClient.protocol} ${tlsClient.cipher}, ${tlsClient.handshakes} handshake(s)` : 'n/a';
 
   const problems = halves.flatMap((h) => h.failures.slice(0, 5).map((f) => `- ${h.target}: ${f}`));
   const summary = [
@@ -465,6 +483,9 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP), `migrate` on the source runtime\'s admin socket: freeze, CTCP',
     '  snapshot, sealed ship to the peer and adopt, redirect-table update, forward what was held (and again after a 50 ms grace).',
+    '- **capybara-tls**: the same servers with `--tls-cert/--tls-key` (RSA-2048 leaf for the VIP from a throwaway CA) and the same client',
+    '  over Node\'s `tls.connect` (kernel TCP, Node\'s OpenSSL, verifying the server), so each migration also snapshots and ships the TLS',
+    `  record state (keys, IVs, sequence numbers) and the client must see one handshake for the whole stream (${tlsSession}).`,
     '- **tcp_repair**: the Prism-style baseline, `build/tcp_repair` (perf/tcp_repair.c) echoing on each host kernel\'s VIP: TCP_REPAIR',
     '  on, read seqs/queues/options/window/timestamp, ship over a unix socket, rebuild the socket on the target in repair mode, the',
     '  same redirect-table update (made by the target before it turns repair off, so the client cannot answer the new socket\'s',
@@ -477,7 +498,8 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     markdownTable(['blackout', 'p50', 'p90', 'p99', 'max', 'migrated', 'no pause', '>= 150 ms', 'problems'], blackoutRows),
     '',
-    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster. tcp_repair is bimodal: a handoff during which',
+    'Ratios are capybara divided by the baseline: below 1.00x capybara is faster; capybara-tls / capybara is what TLS adds to the',
+    'same handoff (the issue\'s target is within 1.30x). tcp_repair is bimodal: a handoff during which',
     'no client segment reached the old socket costs about what tcp_repair_fwd costs, one that lost a segment costs the client\'s',
     'retransmission timeout; how often that happens depends on where in the ping-pong the migration lands, so its p50 can fall on',
     'either side from one run to the next (">= 150 ms" counts them).',
@@ -487,11 +509,12 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     markdownTable(['phase', 'target', 'p50', 'p90', 'p99', 'max'], phaseRows),
     '',
     `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
+    `capybara-tls ${p50('capybara-tls', 'snapshotBytes')} B (the same plus the TLS record layer's state),`,
     `tcp_repair ${p50('tcp_repair', 'snapshotBytes')} B (header + both queues). tcp_repair's steer happens on the target inside "ship + adopt".`,
     'capybara\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the target\'s',
     'validation and adopt; tcp_repair\'s is a unix socket between two processes on one machine, the kernel restore and the steer.',
     'capybara\'s total includes capturing the app\'s state; its own source-side blackout (freeze to',
-    `forwarded) is ${p50('capybara', 'sourceBlackout')} µs at p50.`,
+    `forwarded) is ${p50('capybara', 'sourceBlackout')} µs at p50 (capybara-tls ${p50('capybara-tls', 'sourceBlackout')} µs).`,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems] : []),
   ].join('\n');
   // HDR histograms of the blackouts (blackout-<target>.hgrm) and of the source's total (total-<target>.hgrm).

@@ -37,7 +37,7 @@ export const SUITES: Readonly<Record<string, Suite>> = Object.freeze({
   throughput: { run: runThroughput, summary: 'bulk Gbit/s, 1 and 16 flows, upload and download: capybara vs Node net vs kernel (iperf3)', needsTestbed: true },
   cps: { run: runCps, summary: 'new connections/s and connect time (HDR), memory per held connection: capybara vs Node net vs kernel', needsTestbed: true },
   http: { run: runHttp, summary: 'wrk requests/s and latency (HDR): capybara serve http vs Node http vs the same app on Node net', needsTestbed: true },
-  migration: { run: runMigration, summary: 'live-migration blackout (HDR, histogram) and phases: capybara vs a TCP_REPAIR kernel handoff', needsTestbed: true },
+  migration: { run: runMigration, summary: 'live-migration blackout (HDR, histogram) and phases: capybara (TCP and TLS) vs a TCP_REPAIR kernel handoff', needsTestbed: true },
   dpdk: { run: (ctx) => import('./dpdk.js').then((m) => m.runDpdk(ctx)), summary: 'dpdk:net_af_xdp vs xdp: vs kernel (rtt p50/p99, bulk), raw backend pps vs dpdk-testpmd', needsTestbed: true },
   l7: { run: (ctx) => import('./l7.js').then((m) => m.runL7(ctx)), summary: 'L7 direct server return (connection migrates to the owner) vs proxy: wrk req/s and p99, 1 KB/100 KB/1 MB, TCP and TLS', needsTestbed: true },
   // TLS suites: one line each, e.g. `tls: { run: runTls, summary: '...', needsTestbed: true },`

@@ -1,6 +1,7 @@
 // Smoke test of `capybara bench --quick` on the testbed with a reduced suite set (micro, rtt, cps): the run
 // succeeds, writes result.json / summary.md / .hgrm histograms / SVG and PNG plots per suite, its JSON
 // is valid, and every suite has numbers for every system it measured. Never asserts on a number's size.
+// Then the migration suite for capybara and capybara-tls only: both have numbers and their ratio row.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -54,5 +55,24 @@ describe('capybara bench --quick', { skip: skip ?? false }, () => {
       const png = readFileSync(join(o.dir, files.find((f) => f.endsWith('.png'))!));
       assert.equal(png.subarray(1, 4).toString('latin1'), 'PNG');
     }
+  });
+
+  it('runs migration for capybara and capybara-tls, with the TLS / TCP ratio', { timeout: 240_000 }, async () => {
+    const r = await cliAsync(['bench', 'migration', '--quick', '--only', 'capybara,capybara-tls', '--out', out, '--json'], {}, 220_000);
+    assert.equal(r.status, 0, `bench failed:\n${r.stderr.slice(-3000)}`);
+    const o = (JSON.parse(r.stdout) as { outcomes: Outcome[] }).outcomes[0]!;
+    assert.equal(o.ok, true, `migration: ${o.error}`);
+    const result = JSON.parse(readFileSync(join(o.dir!, 'result.json'), 'utf8')) as {
+      systems: string[]; measures: Measure[]; ratios: Record<string, { blackout: Record<string, number | null> }>;
+      runs: { target: string; migrated: number; client: { bad: number; tls?: { handshakes: number } } }[];
+    };
+    assert.deepEqual(result.systems, ['capybara', 'capybara-tls']);
+    for (const m of result.measures) for (const s of result.systems) assert.equal(typeof m.values[s], 'number', `${m.name} for ${s}`);
+    assert.equal(typeof result.ratios['capybara-tls/capybara']?.blackout.p50, 'number');
+    const tls = result.runs.find((x) => x.target === 'capybara-tls')!;
+    assert.ok(tls.migrated > 0);
+    assert.equal(tls.client.bad, 0, 'every TLS echo matched');
+    assert.equal(tls.client.tls?.handshakes, 1, 'one TLS handshake for the whole migrated stream');
+    assert.match(readFileSync(join(o.dir!, 'summary.md'), 'utf8'), /capybara-tls \/ capybara/);
   });
 });
