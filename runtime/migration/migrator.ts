@@ -118,6 +118,8 @@ const RELEASE_GRACE_MS = 50;
 // The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
 // machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
 const PING_TIMEOUT_MS = 1000;
+// Connecting and authenticating a channel: a handful of round trips, even on a loaded machine.
+const CHANNEL_OPEN_TIMEOUT_MS = 2000;
 const TCP_SNAPSHOT_MAX = 64 * 1024 * 1024;
 const MAX_UNWRITTEN = 256 * 1024; // more than this written and not yet in the engine: wait for it to drain
 
@@ -375,7 +377,20 @@ export class Migrator {
         void this.#channels.get(peer)?.then((c) => { if (c === ch) this.#channels.delete(peer); }, () => {});
       });
       conn.on('error', () => {});
-      await ch.ready;
+      // A dead peer's host may drop our SYN without a RST: do not let a migrate() wait out TCP's SYN retries.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new MigrationError('ERR_MIGRATION_NO_PEER', `no channel to ${peer} within ${CHANNEL_OPEN_TIMEOUT_MS} ms`)), CHANNEL_OPEN_TIMEOUT_MS);
+      });
+      try {
+        await Promise.race([ch.ready, late]);
+      } catch (err) {
+        ch.close();
+        conn.destroy();
+        throw err;
+      } finally {
+        clearTimeout(timer);
+      }
       return ch;
     })();
     this.#channels.set(peer, opening);
@@ -394,6 +409,7 @@ export class Migrator {
     const t0 = process.hrtime.bigint();
     const trace = MigrationTrace.start({ side: 'source', name: this.name, peer });
     const ch = await this.#channel(peer).catch((err: unknown) => {
+      this.stats.failed++;
       throw err instanceof MigrationError ? err : new MigrationError('ERR_MIGRATION_NO_PEER', `peer ${peer} unreachable: ${(err as Error).message}`, { cause: err });
     });
     const engine = this.#host.engine;

@@ -205,11 +205,21 @@ describe('live TCP migration through the XDP balancer', { skip: skip ?? false },
     let owner = (await ownerOf(port, PORT))!.host;
     const blackouts: number[] = [];
     const sizes: number[] = [];
+    // Echoed bytes in the 100 ms before a migration (up to the migrate call) and in the 100 ms after it
+    // (from its answer): the issue asks for >= 90 %. Wall clock on shared cores: printed, not asserted.
+    const rates: number[] = [];
     for (let i = 0; i < 20; i++) {
       await waitProgress(c, 512 * 1024, 20_000, `before migration ${i + 1}`);
       const f = await flowOn(owner, port);
       await released(other(owner), port);
+      const b0 = (await c.status()).received;
+      await delay(100);
+      const b1 = (await c.status()).received;
       const r = await migrate(owner, f.id);
+      const a0 = (await c.status()).received;
+      await delay(100);
+      const a1 = (await c.status()).received;
+      if (b1 > b0) rates.push((a1 - a0) / (b1 - b0));
       assert.equal(r.failed, 0, `migration ${i + 1}: ${JSON.stringify(r.errors)}`);
       blackouts.push(r.timings[0]!.blackoutUs);
       sizes.push(r.timings[0]!.snapshotBytes);
@@ -217,8 +227,11 @@ describe('live TCP migration through the XDP balancer', { skip: skip ?? false },
     }
     await waitProgress(c, 2 * 1024 * 1024, 20_000, 'after migrating');
     const res = await c.stop();
+    const sorted = [...rates].sort((x, y) => x - y);
     log(`bulk: ${(res.received / 1048576).toFixed(1)} MB verified, max in flight ${((res.maxInFlight ?? 0) / 1048576).toFixed(2)} MB; `
-      + `snapshot bytes ${summary(sizes)}; blackout us ${summary(blackouts)}; max gap ${res.maxGapMs} ms`);
+      + `snapshot bytes ${summary(sizes)}; blackout us ${summary(blackouts)}; max gap ${res.maxGapMs} ms; `
+      + `echoed bytes 100 ms after / 100 ms before a migration: p50 ${percentile(sorted, 50).toFixed(2)}, min ${(sorted[0] ?? 0).toFixed(2)}, `
+      + `>= 0.9 in ${rates.filter((x) => x >= 0.9).length}/${rates.length}`);
     assert.deepEqual(res.errors, []);
     assert.equal(res.received, res.sent);
     assert.equal(res.ok, true);
