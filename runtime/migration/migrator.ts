@@ -98,6 +98,11 @@ interface Pending {
   lost?: () => void;
 }
 
+interface OfferMark {
+  end: number;
+  retransmits: number;
+}
+
 interface AdoptedFlow {
   flowId: number;
   trace: MigrationTrace | null;
@@ -191,6 +196,7 @@ export class Migrator {
   readonly #pongs = new Map<number, () => void>();
   #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
+  readonly #transports = new WeakMap<MigrationChannel, Connection>(); // our channels' own TCP connections
   // Flows offered from here whose migrate() has not reached its grace yet: an offer of the same flow coming
   // back (a fast bounce, e.g. L7 DSR) can be read in the same turn as our 'adopted' answer, before migrate()
   // resumes and registers its grace; adopting then would meet our own frozen copy (-EEXIST).
@@ -369,6 +375,7 @@ export class Migrator {
       const ch = new MigrationChannel(conn, {
         name: this.name, role: 'initiator', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0, expectedPeer: peer,
       });
+      this.#transports.set(ch, conn);
       ch.on('message', (m) => this.#onMessage(ch, m));
       ch.on('keyNeeded', (e) => this.#onKeyNeeded(ch, e));
       ch.on('close', () => {
@@ -526,9 +533,11 @@ export class Migrator {
           clearTimeout(timer);
           reject(e);
         };
+        let mark: OfferMark | null = null; // where the last copy of the offer ends in the channel's TCP stream
         const askAgain = (on: MigrationChannel): boolean => {
           try {
             on.send(offer);
+            mark = this.#offerMark(on);
             return true;
           } catch {
             return false;
@@ -537,6 +546,16 @@ export class Migrator {
         const onTimeout = () => {
           const p = this.#pending.get(migrationId);
           if (!p) return;
+          if (mark && this.#neverAcknowledged(p.channel, mark)) {
+            // The peer's TCP did not acknowledge the offer although ours retransmitted it: its runtime is gone
+            // (a live but busy one still ACKs from its engine thread). It cannot have adopted what it never
+            // got; abort the channel (RST: no copy of the offer is retransmitted later) and give the flow back
+            // now rather than after every ask.
+            this.#transports.get(p.channel)?.destroy(new MigrationError('ERR_MIGRATION_PEER_LOST', 'peer unresponsive'));
+            p.channel.destroy();
+            fail(new MigrationError('ERR_MIGRATION_PEER_LOST', `${peer} did not acknowledge the offer at the TCP level within ${budgetMs} ms (its runtime is gone or unreachable)`));
+            return;
+          }
           if (asked < OFFER_ASKS && !p.channel.closed && askAgain(p.channel)) {
             asked++;
             timer = setTimeout(onTimeout, budgetMs);
@@ -571,6 +590,7 @@ export class Migrator {
         const early = this.#heldMessages(conn.id, migrationId, sent);
         for (const f of early) forwarded += f.segments.length;
         ch.sendAll([offer, ...early]);
+        mark = this.#offerMark(ch);
         trace?.hop('offerSent');
         forwarding = 'speculative';
       });
@@ -639,6 +659,22 @@ export class Migrator {
       migrationId, peer, captureUs, freezeUs, snapshotUs, shipUs, steerUs, releaseUs,
       blackoutUs, totalUs: us(t0), snapshotBytes, forwardedSegments,
     };
+  }
+
+  /** The end of what was written to the channel so far in its TCP sequence space, and the retransmissions until now. */
+  #offerMark(ch: MigrationChannel): OfferMark | null {
+    const conn = this.#transports.get(ch);
+    const fi = conn?.info();
+    if (!conn || !fi) return null;
+    return { end: (fi.sndUna + fi.unackedBytes + fi.unsentBytes + conn.writableLength) >>> 0, retransmits: fi.retransmits };
+  }
+
+  /** Our TCP retransmitted towards the peer, whose window is open, and it still has not acknowledged the offer. */
+  #neverAcknowledged(ch: MigrationChannel, mark: OfferMark): boolean {
+    const fi = this.#transports.get(ch)?.info();
+    if (!fi) return false;
+    const unacked = ((mark.end - fi.sndUna) | 0) > 0; // sequence numbers wrap: compare as a signed difference
+    return unacked && fi.retransmits > mark.retransmits && fi.sndWnd > 0;
   }
 
   /** After a timeout or a lost channel: does the balancer deliver the flow to the target (which then owns it)? */
