@@ -9,7 +9,7 @@ import { DEFAULT_NAME } from './serve.js';
 
 function statsText(s: EngineStats): string {
   const rows: (string | number)[][] = [];
-  for (const section of ['tcp', 'ip', 'dev', 'arena'] as const) {
+  for (const section of ['tcp', 'ip', 'dev', 'arena', 'migration'] as const) {
     const obj = (s as unknown as Record<string, Record<string, unknown>>)[section] ?? {};
     for (const [k, v] of Object.entries(obj)) rows.push([`${section}.${k}`, String(v)]);
   }
