@@ -2,10 +2,11 @@
 // testbed hosts, a single migration of the client's flow, and
 // `openssl s_client` in the client namespace driven line by line. Every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { after, before } from 'node:test';
 import { stopProcess } from '../../dataplane/exec.js';
 import { PLAN } from '../../dataplane/testbed.js';
 import { makeCerts, type CertSet, type KeyType } from '../../runtime/tls-cert.js';
-import { clientFlows, migrate, migrationLoop, type Host } from './migration.js';
+import { clientFlows, migrate, migrationLoop, useLbTestbed, type Host } from './migration.js';
 import { startServe, type Running } from './testbed.js';
 import { delay } from './wait.js';
 
@@ -17,6 +18,27 @@ export const SERVERNAME = 'capybara.test';
 /** `capybara serve APP --on HOST` over TLS with the given certificate. */
 export function startTlsServe(app: string, host: Host, port: number, certs: CertSet, extra: string[] = []): Promise<Running> {
   return startServe(app, host, port, host, 30_000, ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile, ...extra]);
+}
+
+/**
+ * For a describe block: the testbed with the balancer, an RSA leaf, and `serve APP --on hostA` over TLS on
+ * `port`, all torn down after the block. The accessors are valid inside its tests.
+ */
+export function useTlsServer(app: string, port: number, extra: string[] = []): { server: () => Running; certs: () => CertSet } {
+  let server: Running | undefined;
+  let certs: CertSet | undefined;
+  let teardown: (() => Promise<void>) | undefined;
+  before(async () => {
+    teardown = await useLbTestbed();
+    certs = await certsFor('rsa');
+    server = await startTlsServe(app, 'hostA', port, certs, extra);
+  });
+  after(async () => {
+    await server?.stop();
+    await teardown?.();
+    certs?.cleanup();
+  });
+  return { server: () => server!, certs: () => certs! };
 }
 
 /** A leaf for the testbed's names; with issuer, signed by that set's CA (so one CAfile verifies both). */

@@ -5,13 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { run, stopProcess } from '../../dataplane/exec.js';
 import { PLAN } from '../../dataplane/testbed.js';
 import { addonSkip, hasCommand, HELPERS, netnsSkip } from '../helpers/env.js';
-import { useLbTestbed } from '../helpers/migration.js';
-import type { Running } from '../helpers/testbed.js';
-import { certsFor, startTlsServe, type CertSet } from '../helpers/tls.js';
+import { useTlsServer } from '../helpers/tls.js';
 import { delay } from '../helpers/wait.js';
 
 const skip = netnsSkip() ?? addonSkip() ?? (hasCommand('openssl') ? undefined : 'openssl missing');
@@ -53,19 +51,7 @@ async function cleanEcho(caFile: string): Promise<Record<string, unknown>> {
 }
 
 describe('TLS: damaged records after the handshake', { skip: skip ?? false }, () => {
-  let server: Running | undefined;
-  let certs: CertSet | undefined;
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    certs = await certsFor('rsa');
-    server = await startTlsServe('echo', 'hostA', PORT, certs);
-  });
-  after(async () => {
-    await server?.stop();
-    await teardown?.();
-    certs?.cleanup();
-  });
+  const fx = useTlsServer('echo', PORT);
 
   const cases: [string, RegExp | null][] = [
     ['flip', /bad record mac/i],
@@ -75,14 +61,14 @@ describe('TLS: damaged records after the handshake', { skip: skip ?? false }, ()
   ];
   for (const [mode, alert] of cases) {
     it(`${mode}: ${alert ? `alert ${alert.source}` : 'no alert'}, FIN, and the server keeps serving`, async () => {
-      const r = await badRun(mode, certs!.caFile);
+      const r = await badRun(mode, fx.certs().caFile);
       assert.equal(r.echoed.startsWith('hello'), true, JSON.stringify(r));
       assert.ok(r.damaged, `the relay damaged a record: ${JSON.stringify(r)}`);
       if (alert) assert.match(`${r.error ?? ''} ${r.code ?? ''}`, alert, JSON.stringify(r));
       assert.equal(r.upstream, 'fin', `server closed with FIN, not RST: ${JSON.stringify(r)}`);
-      const ok = await cleanEcho(certs!.caFile);
+      const ok = await cleanEcho(fx.certs().caFile);
       assert.ok((ok.echoes as number) >= 1 && ok.bad === 0 && (ok.error === null), `a new connection is served: ${JSON.stringify(ok)}`);
-      assert.equal(server!.child.exitCode, null, `server still running; stderr: ${server!.stderr().slice(-500)}`);
+      assert.equal(fx.server().child.exitCode, null, `server still running; stderr: ${fx.server().stderr().slice(-500)}`);
     });
   }
 });

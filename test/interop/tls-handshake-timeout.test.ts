@@ -3,13 +3,12 @@
 // open; the server must close the connection (nc sees EOF and exits), report the timeout, leave no
 // established flow behind, and still complete handshakes with a real TLS client.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { run } from '../../dataplane/exec.js';
 import { PLAN } from '../../dataplane/testbed.js';
 import { addonSkip, hasCommand, netnsSkip } from '../helpers/env.js';
-import { flows, useLbTestbed } from '../helpers/migration.js';
-import type { Running } from '../helpers/testbed.js';
-import { certsFor, SERVERNAME, startTlsServe, type CertSet } from '../helpers/tls.js';
+import { flows } from '../helpers/migration.js';
+import { SERVERNAME, useTlsServer } from '../helpers/tls.js';
 import { waitFor } from '../helpers/wait.js';
 
 const skip = netnsSkip() ?? addonSkip() ?? (hasCommand('openssl') ? undefined : 'openssl missing') ?? (hasCommand('nc') ? undefined : 'nc missing');
@@ -23,28 +22,16 @@ function netcat(input: string): Promise<{ code: number | null; stderr: string }>
 }
 
 describe('TLS handshake timeout against netcat', { skip: skip ?? false }, () => {
-  let server: Running | undefined;
-  let certs: CertSet | undefined;
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    certs = await certsFor('rsa');
-    server = await startTlsServe('echo', 'hostA', PORT, certs, ['--tls-handshake-timeout', '300']);
-  });
-  after(async () => {
-    await server?.stop();
-    await teardown?.();
-    certs?.cleanup();
-  });
+  const fx = useTlsServer('echo', PORT, ['--tls-handshake-timeout', '300']);
 
-  const timeouts = () => (server!.stderr().match(/TLS handshake timeout/g) ?? []).length;
+  const timeouts = () => (fx.server().stderr().match(/TLS handshake timeout/g) ?? []).length;
 
   for (const [what, input] of [['sends nothing', ''], ['sends half a ClientHello', '\x16\x03\x01\x02\x00\x01']] as const) {
     it(`nc that ${what} is closed by the server`, async () => {
       const before = timeouts();
       const r = await netcat(input);
       assert.equal(r.code, 0, `nc exited on its own when the server closed (${r.stderr})`);
-      await waitFor(() => timeouts() > before, 5000, `the server to report the timeout (stderr: ${server!.stderr().slice(-500)})`);
+      await waitFor(() => timeouts() > before, 5000, `the server to report the timeout (stderr: ${fx.server().stderr().slice(-500)})`);
       await waitFor(async () => (await flows('hostA')).every((f) => f.localPort !== PORT || f.state !== 'ESTABLISHED'), 10_000,
         'no established flow on the TLS port');
     });
@@ -52,7 +39,7 @@ describe('TLS handshake timeout against netcat', { skip: skip ?? false }, () => 
 
   it('a real TLS client still completes its handshake', async () => {
     const r = await run('ip', ['netns', 'exec', PLAN.client.ns, 'openssl', 's_client', '-connect', `${HOST}:${PORT}`, '-servername', SERVERNAME,
-      '-CAfile', certs!.caFile, '-verify_return_error', '-brief'], { input: '', timeoutMs: 15_000 });
+      '-CAfile', fx.certs().caFile, '-verify_return_error', '-brief'], { input: '', timeoutMs: 15_000 });
     assert.match(r.stderr, /CONNECTION ESTABLISHED/, r.stderr);
     assert.match(r.stderr, /Verification: OK/, r.stderr);
   });
