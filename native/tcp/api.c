@@ -34,7 +34,7 @@ void tcp_config_defaults(struct tcp_config *c) {
   c->ephemeral_lo = 32768;
   c->ephemeral_hi = 60999;
   c->challenge_ack_limit = 1000;
-  c->hold_segs = 256;
+  c->hold_segs = 2048; /* ~4 MiB of 2 KiB buffers: four flows at their per-flow bound */
 }
 
 size_t tcp_sizeof(void) { return sizeof(struct cpb_tcp); }

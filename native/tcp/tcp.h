@@ -151,8 +151,12 @@ void tcp_get_stats(const struct cpb_tcp *t, struct tcp_stats *out);
  * are dropped and counted, and the peer's retransmission recovers them. While frozen, tcp_send and
  * tcp_recv return -EAGAIN, tcp_shutdown/tcp_close/tcp_setopt -EBUSY; tcp_abort unfreezes (dropping what
  * was held) and resets. */
-#define TCP_HOLD_FLOW_SEGS 64
-#define TCP_HOLD_FLOW_BYTES (128u * 1024)
+/* Held segments are forwarded as they arrive, so a flow's queue only spans the time between two drains by
+ * the runtime (about a millisecond, more on a loaded machine): at a gigabit that is hundreds of segments. With
+ * 64 / 128 KiB a bulk flow lost ~40 % of what arrived during its migrations and the client had to retransmit
+ * it (sometimes only after a timeout). */
+#define TCP_HOLD_FLOW_SEGS 512
+#define TCP_HOLD_FLOW_BYTES (1024u * 1024)
 #define TCP_HOLD_SEG_MAX 2032 /* a larger segment for a frozen flow is dropped */
 
 /* Only synchronized states can move: ESTABLISHED, FIN_WAIT_1/2, CLOSE_WAIT, CLOSING, LAST_ACK.

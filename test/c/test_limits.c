@@ -232,7 +232,9 @@ TEST(chunk_pool_exhaustion_drops_counts_and_recovers) {
   l_close(&l);
 }
 
-static void hold_pool(struct tcp_config *c) { c->hold_segs = 100; }
+/* A pool a little larger than one flow's bound: the first flow meets its own bound, the second the pool's. */
+#define HOLD_POOL (TCP_HOLD_FLOW_SEGS + 36)
+static void hold_pool(struct tcp_config *c) { c->hold_segs = HOLD_POOL; }
 
 TEST(hold_queue_bounded_per_flow_and_pool) {
   struct lim l;
@@ -241,18 +243,18 @@ TEST(hold_queue_bounded_per_flow_and_pool) {
   REQUIRE(tcp_freeze(l.t, a, l.now) == 0);
   REQUIRE(tcp_freeze(l.t, b, l.now) == 0);
   uint32_t seq = PISN + 1;
-  for (int i = 0; i < 80; i++) l_seg(&l, 1001, TCP_ACK, seq + (uint32_t)i * 100, ISS + 1, 100);
+  for (int i = 0; i < TCP_HOLD_FLOW_SEGS + 16; i++) l_seg(&l, 1001, TCP_ACK, seq + (uint32_t)i * 100, ISS + 1, 100);
   struct tcp_flow_info fi;
   REQUIRE(tcp_flow_info(l.t, a, &fi) == 0);
   CHECK_EQ(fi.held_segs, TCP_HOLD_FLOW_SEGS); /* one flow cannot take the whole pool */
-  CHECK_EQ(l_stats(&l).held_drops, 80 - TCP_HOLD_FLOW_SEGS);
+  CHECK_EQ(l_stats(&l).held_drops, 16);
   for (int i = 0; i < 60; i++) l_seg(&l, 1002, TCP_ACK, seq + (uint32_t)i * 100, ISS + 1, 100);
   REQUIRE(tcp_flow_info(l.t, b, &fi) == 0);
-  CHECK_EQ(fi.held_segs, 100 - TCP_HOLD_FLOW_SEGS); /* the pool is the second bound */
+  CHECK_EQ(fi.held_segs, HOLD_POOL - TCP_HOLD_FLOW_SEGS); /* the pool is the second bound */
   struct tcp_stats st = l_stats(&l);
-  CHECK_EQ(st.held_segments, 100);
-  CHECK_EQ(st.held_drops, (80 - TCP_HOLD_FLOW_SEGS) + (60 - (100 - TCP_HOLD_FLOW_SEGS)));
-  /* Unfreeze processes what was held, in order: the first 64 segments' bytes are there. */
+  CHECK_EQ(st.held_segments, HOLD_POOL);
+  CHECK_EQ(st.held_drops, 16 + (60 - (HOLD_POOL - TCP_HOLD_FLOW_SEGS)));
+  /* Unfreeze processes what was held, in order: the first TCP_HOLD_FLOW_SEGS segments' bytes are there. */
   REQUIRE(tcp_unfreeze(l.t, a, l.now) == 0);
   tcp_poll(l.t, l.now);
   REQUIRE(tcp_flow_info(l.t, a, &fi) == 0);

@@ -574,7 +574,7 @@ TEST(migrate_frozen_api) {
   ls_run(&w->net, NULL, NULL, w->net.now + 100 * MS);
   CHECK_EQ(w->srv_segs, segs);
   REQUIRE(w->cap_len > 0);
-  for (int i = 0; i < 80; i++) tcp_input(b, IP_A, IP_S, w->cap_seg, w->cap_len, ls_host_now(&w->net.h[1]));
+  for (int i = 0; i < TCP_HOLD_FLOW_SEGS + 16; i++) tcp_input(b, IP_A, IP_S, w->cap_seg, w->cap_len, ls_host_now(&w->net.h[1]));
   struct tcp_flow_info fi;
   CHECK_EQ(tcp_flow_info(b, id, &fi), 0);
   CHECK(fi.frozen);
