@@ -151,7 +151,17 @@ export class Connection extends Duplex implements FlowEvents {
     return this;
   }
 
-  #setOption(opt: 'nodelay' | 'keepalive' | 'keepidle', value: number): void {
+  /**
+   * Not in Node: this connection's floor for the retransmission timeout in µs (1000 .. the engine's maximum;
+   * 0 = the engine's, 200 ms by default), like Linux's per-route rto_min. For a peer known to answer within
+   * milliseconds (the migration channel); a lost segment then costs that, not 200 ms. Not carried by migration.
+   */
+  setRtoMin(us: number): this {
+    this.#setOption('rtoMinUs', us);
+    return this;
+  }
+
+  #setOption(opt: 'nodelay' | 'keepalive' | 'keepidle' | 'rtoMinUs', value: number): void {
     if (this.#released) return;
     const r = this.#owner.engine.setOption(this.id, opt, value);
     if (r < 0) throw fromErrno(r, 'setsockopt');

@@ -61,7 +61,7 @@ export declare class Engine {
   shutdown(flowId: number): number;                       // 0 or -errno
   close(flowId: number): number;
   abort(flowId: number): number;
-  setOption(flowId: number, opt: 'nodelay' | 'keepalive' | 'keepidle', value: number): number;
+  setOption(flowId: number, opt: 'nodelay' | 'keepalive' | 'keepidle' | 'rtoMinUs', value: number): number;
   flowInfo(flowId: number): FlowInfo | null;
   flows(): FlowInfo[];
   stats(): EngineStats;

@@ -421,8 +421,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value SetOption(const Napi::CallbackInfo &info) {
     if (!Alive(info)) return info.Env().Undefined();
     std::string name = info[1].ToString().Utf8Value();
-    enum tcp_sockopt opt = name == "nodelay" ? TCP_OPT_NODELAY : name == "keepalive" ? TCP_OPT_KEEPALIVE : TCP_OPT_KEEPIDLE_MS;
-    if (name != "nodelay" && name != "keepalive" && name != "keepidle") return Napi::Number::New(info.Env(), -EINVAL);
+    enum tcp_sockopt opt;
+    if (name == "nodelay") opt = TCP_OPT_NODELAY;
+    else if (name == "keepalive") opt = TCP_OPT_KEEPALIVE;
+    else if (name == "keepidle") opt = TCP_OPT_KEEPIDLE_MS;
+    else if (name == "rtoMinUs") opt = TCP_OPT_RTO_MIN_US;
+    else return Napi::Number::New(info.Env(), -EINVAL);
     cpb_engine_enter(engine_);
     int rc = tcp_setopt(cpb_engine_tcp(engine_), Id(info[0]), opt, info[2].As<Napi::Number>().Uint32Value());
     cpb_engine_leave(engine_);

@@ -276,6 +276,12 @@ int tcp_setopt(struct cpb_tcp *t, uint64_t flow_id, enum tcp_sockopt opt, uint32
         timer_clear(t, b, TT_KEEPALIVE);
       }
       return 0;
+    case TCP_OPT_RTO_MIN_US:
+      /* A floor below the clock granularity would only fire before any ACK can come back. */
+      if (val != 0 && (val < 1000 || val > t->cfg.rto_max_us)) return -EINVAL;
+      b->rto_min_us = val;
+      rto_update(t, b);
+      return 0;
     case TCP_OPT_KEEPIDLE_MS:
       if (val == 0 || (uint64_t)val * 1000 > UINT32_MAX) return -EINVAL;
       b->keepidle_us = val * 1000u;

@@ -25,9 +25,14 @@ void rtt_sample(struct cpb_tcp *t, struct tcb *b, uint32_t r) {
     b->srtt = (uint32_t)(((uint64_t)b->srtt * 7 + r) / 8);
     if (b->srtt == 0) b->srtt = 1;
   }
+  rto_update(t, b);
+  b->backoff = 0;
+}
+
+void rto_update(struct cpb_tcp *t, struct tcb *b) {
+  if (b->srtt == 0) return; /* no sample yet: the initial RTO stands (RFC 6298 2.1) */
   uint64_t rto = (uint64_t)b->srtt + CPB_MAX((uint64_t)RTT_G_US, 4ULL * b->rttvar);
-  if (rto < t->cfg.rto_min_us) rto = t->cfg.rto_min_us;
+  if (rto < rto_floor(t, b)) rto = rto_floor(t, b);
   if (rto > t->cfg.rto_max_us) rto = t->cfg.rto_max_us;
   b->rto = (uint32_t)rto;
-  b->backoff = 0;
 }

@@ -115,6 +115,7 @@ struct tcb {
   /* keepalive / idle */
   cpb_time_t last_rcv;
   uint32_t keepidle_us;
+  uint32_t rto_min_us; /* TCP_OPT_RTO_MIN_US; 0: cfg.rto_min_us (host-local, not in snapshots) */
 
   uint64_t bytes_in, bytes_out, retransmits;
 
@@ -220,6 +221,12 @@ void timer_resume(struct cpb_tcp *t, struct tcb *b);
 cpb_time_t timers_next(const struct cpb_tcp *t);
 void rto_arm(struct cpb_tcp *t, struct tcb *b, cpb_time_t now); /* (re)start with the backed-off RTO */
 uint32_t rto_current(const struct cpb_tcp *t, const struct tcb *b);
+/* The flow's RTO floor: its own (TCP_OPT_RTO_MIN_US) or the engine's. */
+static inline uint32_t rto_floor(const struct cpb_tcp *t, const struct tcb *b) {
+  return b->rto_min_us ? b->rto_min_us : t->cfg.rto_min_us;
+}
+/* RTO from the current estimate (RFC 6298 2.3), clamped to the flow's floor and the engine's ceiling. */
+void rto_update(struct cpb_tcp *t, struct tcb *b);
 /* Handlers for the timers in `due` (bit per enum tcp_timer) (timeouts.c). May free b. */
 void timeout_fire(struct cpb_tcp *t, struct tcb *b, unsigned due, cpb_time_t now);
 

@@ -68,7 +68,10 @@ struct tcp_event {
   int32_t err;
 };
 
-enum tcp_sockopt { TCP_OPT_NODELAY = 1, TCP_OPT_KEEPALIVE, TCP_OPT_KEEPIDLE_MS };
+/* TCP_OPT_RTO_MIN_US: this flow's floor for the retransmission timeout instead of cfg.rto_min_us (0: back to
+ * the engine's), like Linux's per-route rto_min. For connections whose peer is known to answer quickly (the
+ * migration channel between runtimes). Host-local: not part of a snapshot. */
+enum tcp_sockopt { TCP_OPT_NODELAY = 1, TCP_OPT_KEEPALIVE, TCP_OPT_KEEPIDLE_MS, TCP_OPT_RTO_MIN_US };
 
 struct tcp_flow_info {
   uint64_t id;

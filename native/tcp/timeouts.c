@@ -61,7 +61,7 @@ static void on_persist(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {
   }
   (void)output_probe(t, b, now);
   if (b->backoff < 30) b->backoff++;
-  timer_set(t, b, TT_PERSIST, now + CPB_MAX(rto_current(t, b), t->cfg.rto_min_us));
+  timer_set(t, b, TT_PERSIST, now + CPB_MAX(rto_current(t, b), rto_floor(t, b)));
 }
 
 static void on_keepalive(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {

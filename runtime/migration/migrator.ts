@@ -123,6 +123,10 @@ const RELEASE_GRACE_MS = 50;
 // The ping comes before the capture, so waiting longer costs the client nothing; on a loaded 2-core
 // machine a live peer's pong took over 300 ms now and then (load average 8) and failed the migration.
 const PING_TIMEOUT_MS = 1000;
+// The channel's peer is another runtime a link away: a lost segment of an offer (a bulk flow's can be
+// hundreds of KB) should cost tens of milliseconds of blackout, not the 200 ms RTO floor meant for the
+// Internet. Above the peer's delayed-ACK timer (40 ms), so a lone last segment is not resent spuriously.
+const CHANNEL_RTO_MIN_US = 50_000;
 // Connecting and authenticating a channel: a handful of round trips, even on a loaded machine.
 const CHANNEL_OPEN_TIMEOUT_MS = 2000;
 const TCP_SNAPSHOT_MAX = 64 * 1024 * 1024;
@@ -317,6 +321,7 @@ export class Migrator {
 
   #accept(conn: Connection): void {
     conn.setNoDelay(true);
+    conn.setRtoMin(CHANNEL_RTO_MIN_US);
     const ch = new MigrationChannel(conn, { name: this.name, role: 'responder', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0 });
     ch.on('message', (m) => this.#onMessage(ch, m));
     ch.on('keyNeeded', (e) => this.#onKeyNeeded(ch, e));
@@ -372,6 +377,7 @@ export class Migrator {
     const opening = (async () => {
       const conn = this.#host.connect(p.port ?? DEFAULT_PORT, p.address);
       conn.setNoDelay(true);
+      conn.setRtoMin(CHANNEL_RTO_MIN_US);
       const ch = new MigrationChannel(conn, {
         name: this.name, role: 'initiator', key: this.#opts.clusterKey, keyEpoch: this.#opts.keyEpoch ?? 0, expectedPeer: peer,
       });

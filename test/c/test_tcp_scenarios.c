@@ -707,10 +707,15 @@ static void do_action(struct scen *s, const char *p, const char *raw, cpb_time_t
   } else if (!strcmp(cmd, "setopt")) {
     char name[32];
     unsigned v = 0;
-    if (sscanf(rest, "%31s %u", name, &v) != 2) FAIL(s, "setopt NAME VAL");
-    enum tcp_sockopt o = !strcmp(name, "nodelay") ? TCP_OPT_NODELAY : !strcmp(name, "keepalive") ? TCP_OPT_KEEPALIVE : TCP_OPT_KEEPIDLE_MS;
+    int used = 0;
+    if (sscanf(rest, "%31s %u%n", name, &v, &used) != 2) FAIL(s, "setopt NAME VAL [ERRNO]");
+    enum tcp_sockopt o = !strcmp(name, "nodelay")     ? TCP_OPT_NODELAY
+                         : !strcmp(name, "keepalive")  ? TCP_OPT_KEEPALIVE
+                         : !strcmp(name, "rto_min_us") ? TCP_OPT_RTO_MIN_US
+                                                       : TCP_OPT_KEEPIDLE_MS;
+    if (!parse_expect_ret(s, rest + used, &want, &has)) return; /* "setopt NAME VAL EINVAL": a refusal */
     int rc = tcp_setopt(s->t, s->fid, o, v);
-    if (rc) FAIL(s, "setopt: %s", err_name(rc));
+    if (rc != (has ? want : 0)) FAIL(s, "setopt %s %u returned %s", name, v, err_name(rc));
   } else if (!strcmp(cmd, "expect")) {
     do_expect(s, rest);
   } else {

@@ -42,6 +42,7 @@ export interface MigrateResult {
 
 export interface HostStats {
   tcp: Record<string, number>;
+  dev?: Record<string, number>;
   migration: { out: number; in: number; failed: number; rejectedIn: number; forwardedIn: number } | null;
 }
 
