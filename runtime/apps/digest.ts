@@ -93,7 +93,7 @@ const VERSION = 1;
 export function encodeDigestState(hash: Sha256, answered: boolean): Uint8Array {
   const s = hash.state();
   const w = new StateWriter(48 + s.partial.length)
-    .raw(Buffer.from(MAGIC, 'latin1')).u16(VERSION).u8(answered ? 1 : 0).u8(0)
+    .head(MAGIC, VERSION).u8(answered ? 1 : 0).u8(0)
     .u64(s.length);
   for (const x of s.h) w.u32(x);
   return w.raw(s.partial).done();
@@ -103,12 +103,9 @@ export function encodeDigestState(hash: Sha256, answered: boolean): Uint8Array {
 export function decodeDigestState(bytes: Uint8Array): { hash: Sha256; answered: boolean } {
   if (bytes instanceof Uint8Array && bytes.length === 0) return { hash: new Sha256(), answered: false };
   const rd = new StateReader(bytes, 'digest');
-  rd.magic(MAGIC);
-  const version = rd.u16('version');
-  if (version !== VERSION) rd.fail(`unsupported version ${version}`);
-  const flags = rd.u8('flags');
-  if ((flags & ~1) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
-  if (rd.u8('reserved') !== 0) rd.fail('reserved byte not zero');
+  rd.head(MAGIC, VERSION);
+  const flags = rd.flags(1);
+  rd.reserved();
   const length = rd.u64('bytes hashed');
   const h = new Uint32Array(8);
   for (let i = 0; i < 8; i++) h[i] = rd.u32('chaining word');

@@ -118,7 +118,7 @@ const ECHO_VERSION = 1;
 
 export function encodeEchoState(s: EchoState): Uint8Array {
   return new StateWriter(12 + s.pending.length)
-    .raw(Buffer.from(ECHO_MAGIC, 'latin1')).u16(ECHO_VERSION).u8(s.ended ? 1 : 0).u8(0)
+    .head(ECHO_MAGIC, ECHO_VERSION).u8(s.ended ? 1 : 0).u8(0)
     .u32(s.pending.length).raw(s.pending)
     .done();
 }
@@ -127,12 +127,9 @@ export function encodeEchoState(s: EchoState): Uint8Array {
 export function decodeEchoState(bytes: Uint8Array): EchoState {
   if (bytes instanceof Uint8Array && bytes.length === 0) return { ended: false, pending: Buffer.alloc(0) };
   const rd = new StateReader(bytes, 'echo');
-  rd.magic(ECHO_MAGIC);
-  const version = rd.u16('version');
-  if (version !== ECHO_VERSION) rd.fail(`unsupported version ${version}`);
-  const flags = rd.u8('flags');
-  if ((flags & ~1) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
-  if (rd.u8('reserved') !== 0) rd.fail('reserved byte not zero');
+  rd.head(ECHO_MAGIC, ECHO_VERSION);
+  const flags = rd.flags(1);
+  rd.reserved();
   const n = rd.u32('pending length');
   if (n > MAX_STATE_BYTES) rd.fail(`pending length ${n} over ${MAX_STATE_BYTES}`);
   const pending = rd.raw(n, 'pending bytes');

@@ -378,7 +378,7 @@ export function encodeHttpState(s: HttpState): Uint8Array {
     if (text !== null) flags |= F_TEXT;
   }
   const w = new StateWriter(HTTP_FIXED + (text?.length ?? 0) + s.buffered.length);
-  w.raw(Buffer.from(HTTP_MAGIC, 'latin1')).u16(HTTP_VERSION).u8(s.phase).u8(flags);
+  w.head(HTTP_MAGIC, HTTP_VERSION).u8(s.phase).u8(flags);
   w.u64(s.served).u64(s.bodyLeft);
   w.u16(r?.status ?? 0).u8(r?.minor ?? 0).u8(0);
   w.u64(r === null ? 0 : bodyLength(r)).u64(r === null ? 0 : s.bodyOffset);
@@ -391,13 +391,10 @@ export function encodeHttpState(s: HttpState): Uint8Array {
 export function decodeHttpState(bytes: Uint8Array): HttpState {
   if (bytes instanceof Uint8Array && bytes.length === 0) return { ...FRESH };
   const rd = new StateReader(bytes, 'http');
-  rd.magic(HTTP_MAGIC);
-  const version = rd.u16('version');
-  if (version !== HTTP_VERSION) rd.fail(`unsupported version ${version}`);
+  rd.head(HTTP_MAGIC, HTTP_VERSION);
   const phase = rd.u8('phase');
   if (phase > HttpPhase.Done) rd.fail(`bad phase ${phase}`);
-  const flags = rd.u8('flags');
-  if ((flags & ~0x1f) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
+  const flags = rd.flags(0x1f);
   const served = rd.u64('served');
   const bodyLeft = rd.u64('bodyLeft');
   const status = rd.u16('status');

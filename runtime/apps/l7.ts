@@ -448,7 +448,7 @@ export function encodeL7State(s: L7State): Uint8Array {
     if (r.name !== null) flags |= F_OBJECT;
   }
   const w = new StateWriter(38 + label.length + 4 + s.buffered.length);
-  w.raw(Buffer.from(MAGIC, 'latin1')).u16(VERSION).u8(s.phase).u8(flags).u64(s.served);
+  w.head(MAGIC, VERSION).u8(s.phase).u8(flags).u64(s.served);
   w.u16(r?.status ?? 0).u8(r?.minor ?? 0).u8(0).u64(r?.size ?? 0).u64(r === null ? 0 : s.bodyOffset);
   w.u16(label.length).raw(label).u32(s.buffered.length).raw(s.buffered);
   return w.done();
@@ -458,13 +458,10 @@ export function encodeL7State(s: L7State): Uint8Array {
 export function decodeL7State(bytes: Uint8Array): L7State {
   if (bytes instanceof Uint8Array && bytes.length === 0) return { ...FRESH };
   const rd = new StateReader(bytes, 'l7');
-  rd.magic(MAGIC);
-  const version = rd.u16('version');
-  if (version !== VERSION) rd.fail(`unsupported version ${version}`);
+  rd.head(MAGIC, VERSION);
   const phase = rd.u8('phase');
   if (phase !== L7Phase.Head && phase !== L7Phase.Respond && phase !== L7Phase.Done) rd.fail(`bad phase ${phase}`);
-  const flags = rd.u8('flags');
-  if ((flags & ~0x3f) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
+  const flags = rd.flags(0x3f);
   const served = rd.u64('served');
   const status = rd.u16('status');
   const minor = rd.u8('minor');

@@ -338,7 +338,7 @@ const VERSION = 1;
 
 export function encodeRedisState(s: RedisState): Uint8Array {
   return new StateWriter(16 + s.buffered.length)
-    .raw(Buffer.from(MAGIC, 'latin1')).u16(VERSION).u8(s.peerEof ? 1 : 0).u8(0)
+    .head(MAGIC, VERSION).u8(s.peerEof ? 1 : 0).u8(0)
     .u32(s.db).u32(s.buffered.length).raw(s.buffered)
     .done();
 }
@@ -347,12 +347,9 @@ export function encodeRedisState(s: RedisState): Uint8Array {
 export function decodeRedisState(bytes: Uint8Array): RedisState {
   if (bytes instanceof Uint8Array && bytes.length === 0) return { ...FRESH };
   const rd = new StateReader(bytes, 'redis');
-  rd.magic(MAGIC);
-  const version = rd.u16('version');
-  if (version !== VERSION) rd.fail(`unsupported version ${version}`);
-  const flags = rd.u8('flags');
-  if ((flags & ~1) !== 0) rd.fail(`unknown flags 0x${flags.toString(16)}`);
-  if (rd.u8('reserved') !== 0) rd.fail('reserved byte not zero');
+  rd.head(MAGIC, VERSION);
+  const flags = rd.flags(1);
+  rd.reserved();
   const db = rd.u32('db');
   if (db > 65535) rd.fail(`database ${db} out of range`);
   const n = rd.u32('buffered length');

@@ -70,6 +70,11 @@ export function serveResumable(app: ResumableApp): {
 
 /** Little-endian writer for app states (stack/bytes.ts's writer); the caller sizes it exactly. */
 export class StateWriter extends ByteWriter {
+  /** Every app state starts with its 4-character magic and a u16 version (StateReader.head checks them). */
+  head(magic: string, version: number): this {
+    return this.raw(Buffer.from(magic, 'latin1')).u16(version);
+  }
+
   /** The encoded state; throws if the size given to the constructor was not used up exactly. */
   done(): Uint8Array {
     if (this.offset !== this.bytes.length) throw new Error(`state writer: wrote ${this.offset} of ${this.bytes.length} bytes`);
@@ -141,6 +146,25 @@ export class StateReader {
       if (this.#bytes[this.#off + i] !== expect.charCodeAt(i)) this.fail('bad magic');
     }
     this.#off += expect.length;
+  }
+
+  /** The magic and version StateWriter.head wrote; anything else is refused. */
+  head(magic: string, version: number): void {
+    this.magic(magic);
+    const v = this.u16('version');
+    if (v !== version) this.fail(`unsupported version ${v}`);
+  }
+
+  /** A flags byte with only the bits of `known` allowed. */
+  flags(known: number): number {
+    const f = this.u8('flags');
+    if ((f & ~known) !== 0) this.fail(`unknown flags 0x${f.toString(16)}`);
+    return f;
+  }
+
+  /** A reserved byte, which must be zero. */
+  reserved(): void {
+    if (this.u8('reserved') !== 0) this.fail('reserved byte not zero');
   }
 
   /** Nothing may follow the last field. */
