@@ -6,10 +6,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { after, before } from 'node:test';
 import { run, runIn, stopProcess } from '../../dataplane/exec.js';
 import { PLAN, down, status, up } from '../../dataplane/testbed.js';
 import { adminRequest } from '../../runtime/admin.js';
 import { HELPERS } from './env.js';
+import { startServe, type Running } from './testbed.js';
 import { delay } from './wait.js';
 
 export type Host = 'hostA' | 'hostB';
@@ -214,6 +216,8 @@ export interface Capture {
   stop(): Promise<void>;
   /** tcpdump -r with a filter; the packet lines. */
   read(filter: string): Promise<string[]>;
+  /** Stops the capture; the RSTs the VIP sent to the client (the migration tests want none). */
+  rstsFromVip(): Promise<string[]>;
   cleanup(): void;
 }
 
@@ -237,7 +241,7 @@ export async function startCapture(): Promise<Capture> {
       reject(new Error(`tcpdump exited (${code}): ${err}`));
     });
   });
-  return {
+  const cap: Capture = {
     file,
     stop: () => stopProcess(child, 'SIGINT', 3000),
     async read(filter: string) {
@@ -245,8 +249,38 @@ export async function startCapture(): Promise<Capture> {
       if (r.code !== 0) throw new Error(`tcpdump -r failed (${r.code}): ${r.stderr}`);
       return r.stdout.split('\n').filter((l) => l.trim() !== '');
     },
+    async rstsFromVip() {
+      await cap.stop();
+      return cap.read(`src host ${PLAN.vip} and tcp[tcpflags] & tcp-rst != 0`);
+    },
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
+  return cap;
+}
+
+/** Runs fn with a client-side capture that is stopped and removed afterwards, whatever happens. */
+export async function withCapture<T>(fn: (cap: Capture) => Promise<T>): Promise<T> {
+  const cap = await startCapture();
+  try {
+    return await fn(cap);
+  } finally {
+    await cap.stop().catch(() => {});
+    cap.cleanup();
+  }
+}
+
+/** For a describe block: the testbed with the balancer and `serve APP --on H` on each host; stopped after. */
+export function useServes(app: string, port: number, hosts: readonly Host[] = HOSTS): void {
+  const servers: Running[] = [];
+  let teardown: (() => Promise<void>) | undefined;
+  before(async () => {
+    teardown = await useLbTestbed();
+    for (const h of hosts) servers.push(await startServe(app, h, port, h));
+  });
+  after(async () => {
+    for (const s of servers) await s.stop();
+    await teardown?.();
+  });
 }
 
 /** Percentile of a list of numbers (nearest rank). */

@@ -21,24 +21,25 @@ export function startTlsServe(app: string, host: Host, port: number, certs: Cert
 }
 
 /**
- * For a describe block: the testbed with the balancer, an RSA leaf, and `serve APP --on hostA` over TLS on
- * `port`, all torn down after the block. The accessors are valid inside its tests.
+ * For a describe block: the testbed with the balancer, an RSA leaf, and `serve APP --on H` over TLS on `port`
+ * for each of `hosts` (hostA alone by default), all torn down after the block. The accessors are valid
+ * inside its tests; server() is the first host's.
  */
-export function useTlsServer(app: string, port: number, extra: string[] = []): { server: () => Running; certs: () => CertSet } {
-  let server: Running | undefined;
+export function useTlsServer(app: string, port: number, extra: string[] = [], hosts: readonly Host[] = ['hostA']): { server: () => Running; certs: () => CertSet } {
+  const servers: Running[] = [];
   let certs: CertSet | undefined;
   let teardown: (() => Promise<void>) | undefined;
   before(async () => {
     teardown = await useLbTestbed();
     certs = await certsFor('rsa');
-    server = await startTlsServe(app, 'hostA', port, certs, extra);
+    for (const h of hosts) servers.push(await startTlsServe(app, h, port, certs, extra));
   });
   after(async () => {
-    await server?.stop();
+    for (const s of servers) await s.stop();
     await teardown?.();
     certs?.cleanup();
   });
-  return { server: () => server!, certs: () => certs! };
+  return { server: () => servers[0]!, certs: () => certs! };
 }
 
 /** A leaf for the testbed's names; with issuer, signed by that set's CA (so one CAfile verifies both). */

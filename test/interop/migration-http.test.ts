@@ -3,33 +3,22 @@
 // response (runtime/apps/http.ts, resumable) and the target continues the body from that offset. curl must
 // see one connection, one 200, the right sha256 and no RST.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { PLAN } from '../../dataplane/testbed.js';
 import { patternSha256 } from '../../runtime/apps/pattern.js';
 import { curlFetch } from '../../runtime/demo.js';
 import { addonSkip, netnsSkip } from '../helpers/env.js';
-import { migrationLoop, percentile, startCapture, useLbTestbed } from '../helpers/migration.js';
-import { startServe, type Running } from '../helpers/testbed.js';
+import { migrationLoop, percentile, useServes, withCapture } from '../helpers/migration.js';
 
 const skip = netnsSkip() ?? addonSkip();
 const PORT = 80;
 const BYTES = 100 * 1024 * 1024;
 
 describe('HTTP download across live migrations', { skip: skip ?? false }, () => {
-  const servers: Running[] = [];
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    for (const h of ['hostA', 'hostB'] as const) servers.push(await startServe('http', h, PORT, h));
-  });
-  after(async () => {
-    for (const s of servers) await s.stop();
-    await teardown?.();
-  });
+  useServes('http', PORT);
 
   it('100 MB with 50+ migrations: sha256 intact, one connection, no RST', async () => {
-    const cap = await startCapture();
-    try {
+    await withCapture(async (cap) => {
       // --limit-rate spreads the body over ~6 s so that many migrations land inside it.
       const fetching = curlFetch([`http://${PLAN.vip}/bytes/${BYTES}`], 60_000, PLAN.client.ns, ['--limit-rate', '16M']);
       const loop = migrationLoop(PORT);
@@ -44,12 +33,7 @@ describe('HTTP download across live migrations', { skip: skip ?? false }, () => 
       assert.equal(res.bytes, BYTES);
       assert.equal(res.sha256, patternSha256(BYTES, 1));
       assert.ok(migrations >= 50, `only ${migrations} migrations happened during the download`);
-      await cap.stop();
-      const rsts = await cap.read(`src host ${PLAN.vip} and tcp[tcpflags] & tcp-rst != 0`);
-      assert.deepEqual(rsts, [], 'no RST from the VIP');
-    } finally {
-      await cap.stop().catch(() => {});
-      cap.cleanup();
-    }
+      assert.deepEqual(await cap.rstsFromVip(), [], 'no RST from the VIP');
+    });
   });
 });

@@ -7,12 +7,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { PLAN } from '../../dataplane/testbed.js';
 import { DIGEST_PORT } from '../../runtime/apps/digest.js';
 import { HELPERS, addonSkip, netnsSkip } from '../helpers/env.js';
-import { migrationLoop, percentile, startCapture, useLbTestbed } from '../helpers/migration.js';
-import { startServe, type Running } from '../helpers/testbed.js';
+import { migrationLoop, percentile, useServes, withCapture } from '../helpers/migration.js';
 
 const skip = netnsSkip() ?? addonSkip();
 const PORT = DIGEST_PORT;
@@ -41,20 +40,10 @@ function runUpload(): Promise<UploadResult> {
 }
 
 describe('upload across live migrations', { skip: skip ?? false }, () => {
-  const servers: Running[] = [];
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    for (const h of ['hostA', 'hostB'] as const) servers.push(await startServe('digest', h, PORT, h));
-  });
-  after(async () => {
-    for (const s of servers) await s.stop();
-    await teardown?.();
-  });
+  useServes('digest', PORT);
 
   it('100 MB with 50+ migrations: the server\'s sha256 matches, no error, no RST', { timeout: 180_000 }, async () => {
-    const cap = await startCapture();
-    try {
+    await withCapture(async (cap) => {
       const uploading = runUpload();
       const loop = migrationLoop(PORT);
       const res = await uploading;
@@ -66,12 +55,7 @@ describe('upload across live migrations', { skip: skip ?? false }, () => {
       assert.equal(res.sent, BYTES);
       assert.equal(res.answer, `${BYTES} ${res.sha256}`, 'the server hashed exactly what the client sent');
       assert.ok(migrations >= 50, `only ${migrations} migrations happened during the upload`);
-      await cap.stop();
-      const rsts = await cap.read(`src host ${PLAN.vip} and tcp[tcpflags] & tcp-rst != 0`);
-      assert.deepEqual(rsts, [], 'no RST from the VIP');
-    } finally {
-      await cap.stop().catch(() => {});
-      cap.cleanup();
-    }
+      assert.deepEqual(await cap.rstsFromVip(), [], 'no RST from the VIP');
+    });
   });
 });

@@ -2,35 +2,22 @@
 // included, moves between hostA and hostB: curl must see one TCP connection and one TLS handshake, every
 // status 200, the right sha256 and no RST. TLS 1.3 and 1.2 (curl's own OpenSSL verifies the server).
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { PLAN } from '../../dataplane/testbed.js';
 import { patternSha256 } from '../../runtime/apps/pattern.js';
 import { curlFetch } from '../../runtime/demo.js';
 import { addonSkip, hasCommand, netnsSkip } from '../helpers/env.js';
-import { startCapture, useLbTestbed } from '../helpers/migration.js';
-import type { Running } from '../helpers/testbed.js';
-import { certsFor, migrationLoop, startTlsServe, type CertSet } from '../helpers/tls.js';
+import { withCapture } from '../helpers/migration.js';
+import { migrationLoop, useTlsServer } from '../helpers/tls.js';
 
 const skip = netnsSkip() ?? addonSkip() ?? (hasCommand('openssl') && hasCommand('curl') ? undefined : 'openssl or curl missing');
 const PORT = 443;
 
 describe('HTTPS (curl) across live migrations', { skip: skip ?? false }, () => {
-  const servers: Running[] = [];
-  let certs: CertSet | undefined;
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    certs = await certsFor('rsa');
-    for (const h of ['hostA', 'hostB'] as const) servers.push(await startTlsServe('http', h, PORT, certs));
-  });
-  after(async () => {
-    for (const s of servers) await s.stop();
-    await teardown?.();
-    certs?.cleanup();
-  });
+  const fx = useTlsServer('http', PORT, [], ['hostA', 'hostB']);
 
   for (const version of ['1.3', '1.2'] as const) {
-    const tlsArgs = () => ['-v', '--cacert', certs!.caFile, `--tlsv${version}`, '--tls-max', version];
+    const tlsArgs = () => ['-v', '--cacert', fx.certs().caFile, `--tlsv${version}`, '--tls-max', version];
 
     it(`TLS ${version}: 50 keep-alive requests of 1 MB with migrations between them`, async () => {
       const urls = Array.from({ length: 50 }, () => `https://${PLAN.vip}/bytes/1000000`);
@@ -53,9 +40,8 @@ describe('HTTPS (curl) across live migrations', { skip: skip ?? false }, () => {
     });
 
     it(`TLS ${version}: 100 MB download with 50+ migrations, sha256 intact, no RST`, async () => {
-      const cap = await startCapture();
       const bytes = 100 * 1024 * 1024;
-      try {
+      await withCapture(async (cap) => {
         const loop = migrationLoop(PORT);
         const res = await curlFetch([`https://${PLAN.vip}/bytes/${bytes}`], 90_000, PLAN.client.ns, [...tlsArgs(), '--limit-rate', '12M']);
         const migrations = await loop.stop();
@@ -68,13 +54,8 @@ describe('HTTPS (curl) across live migrations', { skip: skip ?? false }, () => {
         assert.equal(res.sha256, patternSha256(bytes, 1));
         assert.ok(migrations >= 50, `only ${migrations} migrations during the download`);
         process.stderr.write(`# TLS ${version}: ${migrations} migrations during 100 MB\n`);
-        await cap.stop();
-        const rsts = await cap.read(`src host ${PLAN.vip} and tcp[tcpflags] & tcp-rst != 0`);
-        assert.deepEqual(rsts, [], 'no RST from the VIP');
-      } finally {
-        await cap.stop().catch(() => {});
-        cap.cleanup();
-      }
+        assert.deepEqual(await cap.rstsFromVip(), [], 'no RST from the VIP');
+      });
     });
   }
 });

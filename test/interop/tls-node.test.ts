@@ -5,13 +5,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { stopProcess } from '../../dataplane/exec.js';
 import { PLAN } from '../../dataplane/testbed.js';
 import { addonSkip, hasCommand, HELPERS, netnsSkip } from '../helpers/env.js';
-import { useLbTestbed } from '../helpers/migration.js';
-import type { Running } from '../helpers/testbed.js';
-import { certsFor, migrationLoop, startTlsServe, type CertSet } from '../helpers/tls.js';
+import { migrationLoop, useTlsServer } from '../helpers/tls.js';
 import { delay } from '../helpers/wait.js';
 
 const skip = netnsSkip() ?? addonSkip() ?? (hasCommand('openssl') ? undefined : 'openssl missing');
@@ -20,22 +18,10 @@ const ECHOES = 10_000;
 const MIGRATIONS = 100;
 
 describe('Node tls client across live migrations', { skip: skip ?? false }, () => {
-  const servers: Running[] = [];
-  let certs: CertSet | undefined;
-  let teardown: (() => Promise<void>) | undefined;
-  before(async () => {
-    teardown = await useLbTestbed();
-    certs = await certsFor('rsa');
-    for (const h of ['hostA', 'hostB'] as const) servers.push(await startTlsServe('echo', h, PORT, certs));
-  });
-  after(async () => {
-    for (const s of servers) await s.stop();
-    await teardown?.();
-    certs?.cleanup();
-  });
+  const fx = useTlsServer('echo', PORT, [], ['hostA', 'hostB']);
 
   it(`${ECHOES} echoes with ${MIGRATIONS} migrations, every byte verified, one handshake`, async () => {
-    const child = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(HELPERS, 'tls-client.js'), 'echo', PLAN.vip, String(PORT), certs!.caFile],
+    const child = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(HELPERS, 'tls-client.js'), 'echo', PLAN.vip, String(PORT), fx.certs().caFile],
       { stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-5000)));
