@@ -13,7 +13,7 @@
 // computes the same owner with no coordination and removing a backend moves only its own objects.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { patternChunk } from './pattern.js';
+import { fmix32, patternChunk } from './pattern.js';
 import { ConfigError } from '../errors.js';
 
 export const OBJECT_PREFIX = '/obj/';
@@ -25,12 +25,7 @@ function hash32(s: string): number {
   // FNV-1a, then murmur3's finaliser: cheap, and good enough to spread names over the pattern.
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h);
 }
 
 /** Where the object's bytes start in the pattern stream. */

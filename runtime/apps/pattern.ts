@@ -4,14 +4,18 @@
 // generating it costs one multiply-xor round per 4 bytes.
 import { createHash } from 'node:crypto';
 
-function mix32(word: number): number {
-  let h = (word ^ 0x9e3779b9) >>> 0;
+/** murmur3's 32-bit finaliser: every input bit reaches every output bit. */
+export function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+function mix32(word: number): number {
+  return fmix32((word ^ 0x9e3779b9) >>> 0);
 }
 
 /** Byte at absolute offset i (0 <= i < 2^53) of the pattern. */
