@@ -3,7 +3,7 @@
     {
       "target_name": "capybara",
       "sources": [
-        "<!@(ls -1 native/addon/*.cc native/*.c native/wire/*.c native/tcp/*.c native/tls/*.c native/dev/*.c native/apps/*.c | grep -v -e 'native/dev/xsk.c' -e 'native/dev/dpdk.c' )",
+        "<!@(ls -1 native/addon/*.cc native/*.c native/wire/*.c native/tcp/*.c native/tls/*.c native/dev/*.c native/apps/*.c native/mig/*.c | grep -v -e 'native/dev/xsk.c' -e 'native/dev/dpdk.c' )",
         "<!@(pkg-config --exists libdpdk && echo native/dev/dpdk.c || true)",
         "<!@(pkg-config --exists libxdp libbpf && echo native/dev/xsk.c || true)"
       ],

@@ -41,6 +41,7 @@ struct cpb_engine {
   _Atomic uint32_t spin_us;
   uint32_t max_flows;
   struct cpb_native *native; /* NULL until the first native listener: then every event passes through it */
+  struct cpb_lane *lane;     /* native flows' migrations (mig/lane.h) */
   struct cpb_stack stack; /* large (TX buffers): last */
 };
 
@@ -94,6 +95,7 @@ static inline void cpu_relax(void) {
 
 /* Events for the application: with native apps, the ones they left (native/apps/native.h). */
 static bool app_has_events(const struct cpb_engine *e) {
+  if (cpb_lane_has_events(e->lane)) return true;
   return e->native ? cpb_native_has_events(e->native, e->tcp) : tcp_has_events(e->tcp);
 }
 
@@ -163,7 +165,7 @@ static void *engine_main(void *arg) {
     }
     cpb_time_t app = atomic_load_explicit(&e->last_app, memory_order_relaxed);
     if (app > last_work) last_work = app;
-    if (now - last_work < atomic_load_explicit(&e->spin_us, memory_order_relaxed)) {
+    if (now - last_work < atomic_load_explicit(&e->spin_us, memory_order_relaxed) || cpb_lane_waiting(e->lane)) {
       cpu_relax();
       continue;
     }
@@ -211,6 +213,7 @@ int cpb_engine_listen_native(struct cpb_engine *e, uint16_t port, uint32_t backl
 }
 
 bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev) {
+  if (cpb_lane_next_event(e->lane, ev)) return true;
   return e->native ? cpb_native_next_event(e->native, e->tcp, e->stack.now, ev) : tcp_next_event(e->tcp, ev);
 }
 
@@ -225,6 +228,36 @@ void cpb_engine_wake_trace(struct cpb_engine *e, cpb_time_t out[3]) {
 }
 
 const struct cpb_native *cpb_engine_native(struct cpb_engine *e) { return e->native; }
+struct cpb_lane *cpb_engine_lane(struct cpb_engine *e) { return e->lane; }
+
+/* ---- the lane's view of the stack and of the native apps ---- */
+
+static uint8_t *lane_begin(void *ctx, cpb_ip4_t dst, size_t *cap) { return cpb_stack_dgram_begin(&((struct cpb_engine *)ctx)->stack, dst, cap); }
+static void lane_commit(void *ctx, uint8_t proto, size_t len) { cpb_stack_dgram_commit(&((struct cpb_engine *)ctx)->stack, proto, len); }
+static void lane_abort(void *ctx) { cpb_stack_dgram_abort(&((struct cpb_engine *)ctx)->stack); }
+static void lane_input(void *ctx, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now) {
+  cpb_lane_input(((struct cpb_engine *)ctx)->lane, src, p, len, now);
+}
+static cpb_time_t lane_poll(void *ctx, cpb_time_t now) { return cpb_lane_poll(((struct cpb_engine *)ctx)->lane, now); }
+
+static int app_export(void *ctx, uint64_t flow_id, char name[CPB_LANE_APP_NAME + 1], uint8_t state[CPB_LANE_APP_STATE]) {
+  struct cpb_engine *e = ctx;
+  _Static_assert(CPB_LANE_APP_STATE == CPB_NATIVE_STATE, "the lane carries a native app's whole state");
+  return e->native ? cpb_native_export(e->native, flow_id, name, CPB_LANE_APP_NAME + 1, state, CPB_LANE_APP_STATE) : -ENOENT;
+}
+static bool app_accepts(void *ctx, uint16_t port, const char *name) {
+  struct cpb_engine *e = ctx;
+  return e->native && cpb_native_accepts(e->native, port, name);
+}
+static int app_adopt(void *ctx, uint64_t flow_id, uint16_t port, const char *name, const uint8_t state[CPB_LANE_APP_STATE],
+                     cpb_time_t now) {
+  struct cpb_engine *e = ctx;
+  return e->native ? cpb_native_adopt(e->native, e->tcp, flow_id, port, name, state, now) : -EPROTONOSUPPORT;
+}
+static void app_forget(void *ctx, uint64_t flow_id) {
+  struct cpb_engine *e = ctx;
+  if (e->native) cpb_native_forget(e->native, flow_id);
+}
 
 struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e) { return e->tcp; }
 struct cpb_stack *cpb_engine_stack(struct cpb_engine *e) { return &e->stack; }
@@ -244,6 +277,8 @@ static void device_uri(const struct cpb_engine_config *cfg, char *out, size_t le
 }
 
 static void teardown(struct cpb_engine *e) {
+  cpb_stack_set_proto(&e->stack, NULL);
+  cpb_lane_free(e->lane);
   cpb_native_free(e->native);
   if (e->tcp) {
     tcp_fini(e->tcp);
@@ -297,6 +332,18 @@ int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cf
       free(e->tcp);
       e->tcp = NULL;
       snprintf(err, errlen, "invalid TCP configuration: %s", strerror(-rc));
+    }
+  }
+  if (rc == 0) {
+    struct cpb_lane_ipout lo = {.begin = lane_begin, .commit = lane_commit, .abort = lane_abort, .ctx = e};
+    struct cpb_lane_apps la = {.export_flow = app_export, .accepts = app_accepts, .adopt = app_adopt, .forget = app_forget, .ctx = e};
+    e->lane = cpb_lane_new(e->tcp, &lo, &la);
+    if (!e->lane) {
+      rc = -ENOMEM;
+      snprintf(err, errlen, "cannot allocate the migration lane");
+    } else {
+      struct cpb_stack_proto sp = {.proto = CPB_LANE_PROTO, .input = lane_input, .poll = lane_poll, .ctx = e};
+      cpb_stack_set_proto(&e->stack, &sp);
     }
   }
   if (rc == 0) {

@@ -9,6 +9,7 @@
 #include "apps/native.h"
 #include "arena.h"
 #include "dev/dev.h"
+#include "mig/lane.h"
 #include "stack.h"
 #include "tcp/tcp.h"
 
@@ -48,6 +49,8 @@ int cpb_engine_listen_native(struct cpb_engine *e, uint16_t port, uint32_t backl
 bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev);
 /* NULL until the first native listener. */
 const struct cpb_native *cpb_engine_native(struct cpb_engine *e);
+/* The migration lane of native flows (mig/lane.h); its calls go between enter and leave. */
+struct cpb_lane *cpb_engine_lane(struct cpb_engine *e);
 /* Busy-poll time after the last activity; takes effect at once (any thread, no lock needed). */
 void cpb_engine_set_spin_us(struct cpb_engine *e, uint32_t spin_us);
 /* Monotonic µs of the engine's last wake-up from sleep, of the round that last raised events for the

@@ -247,7 +247,10 @@ static void ipv4_input(struct cpb_stack *s, const uint8_t *p, size_t len) {
   switch (ip.proto) {
   case IPPROTO_TCP_: tcp_input(s->tcp, ip.src, ip.dst, payload, ip.payload_len, s->now); break;
   case IPPROTO_ICMP_: icmp_input(s, &ip, payload, ip.payload_len); break;
-  default: s->stats.ipv4_unknown_proto++; break;
+  default:
+    if (s->extra.proto && ip.proto == s->extra.proto && ip.dst == s->cfg.ip) s->extra.input(s->extra.ctx, ip.src, payload, ip.payload_len, s->now);
+    else s->stats.ipv4_unknown_proto++;
+    break;
   }
 }
 
@@ -269,7 +272,9 @@ void cpb_stack_input(struct cpb_stack *s, const uint8_t *frame, size_t len, cpb_
 cpb_time_t cpb_stack_poll(struct cpb_stack *s, cpb_time_t now) {
   s->now = now;
   expire_parked(s);
-  cpb_time_t next = tcp_poll(s->tcp, now);
+  cpb_time_t next = s->extra.poll ? s->extra.poll(s->extra.ctx, now) : UINT64_MAX;
+  cpb_time_t tnext = tcp_poll(s->tcp, now);
+  if (tnext < next) next = tnext;
   cpb_stack_flush(s);
   return next;
 }
@@ -295,3 +300,12 @@ void cpb_stack_init(struct cpb_stack *s, const struct cpb_stack_config *cfg, cpb
 }
 
 void cpb_stack_attach_tcp(struct cpb_stack *s, struct cpb_tcp *tcp) { s->tcp = tcp; }
+
+void cpb_stack_set_proto(struct cpb_stack *s, const struct cpb_stack_proto *p) {
+  if (p) s->extra = *p;
+  else memset(&s->extra, 0, sizeof(s->extra));
+}
+
+uint8_t *cpb_stack_dgram_begin(struct cpb_stack *s, cpb_ip4_t dst, size_t *cap) { return ip_begin(s, s->cfg.ip, dst, cap); }
+void cpb_stack_dgram_commit(struct cpb_stack *s, uint8_t proto, size_t len) { ip_commit(s, proto, len); }
+void cpb_stack_dgram_abort(struct cpb_stack *s) { s->tx_open_buf = NULL; }

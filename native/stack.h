@@ -47,11 +47,21 @@ struct arp_pending {
 
 typedef void (*cpb_flush_fn)(void *ctx, struct cpb_frame *frames, int n);
 
+/* One more IP protocol served beside TCP and ICMP (the engine's migration lane): datagrams of proto to
+ * the stack's own address (not the VIP) go to input; poll runs with TCP's timers and returns its deadline. */
+struct cpb_stack_proto {
+  uint8_t proto; /* 0 = none */
+  void (*input)(void *ctx, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now);
+  cpb_time_t (*poll)(void *ctx, cpb_time_t now);
+  void *ctx;
+};
+
 struct cpb_stack {
   struct cpb_stack_config cfg;
   cpb_ip4_t netmask;
   struct cpb_tcp *tcp;
   struct cpb_ipout ipout;
+  struct cpb_stack_proto extra;
   cpb_flush_fn flush;
   void *flush_ctx;
   cpb_time_t now; /* time of the current input/poll, for ARP decisions made inside ipout */
@@ -77,6 +87,12 @@ cpb_time_t cpb_stack_poll(struct cpb_stack *s, cpb_time_t now);
 void cpb_stack_flush(struct cpb_stack *s);
 /* Announces ourselves (gratuitous ARP) and resolves the gateway early so the first segment is not lost. */
 void cpb_stack_announce(struct cpb_stack *s, cpb_time_t now);
+void cpb_stack_set_proto(struct cpb_stack *s, const struct cpb_stack_proto *p);
+/* A datagram of another protocol from the stack's address to dst: begin returns where its payload goes
+ * (*cap bytes at most; NULL: no route or no room now), commit sends len bytes, abort drops it. */
+uint8_t *cpb_stack_dgram_begin(struct cpb_stack *s, cpb_ip4_t dst, size_t *cap);
+void cpb_stack_dgram_commit(struct cpb_stack *s, uint8_t proto, size_t len);
+void cpb_stack_dgram_abort(struct cpb_stack *s);
 /* Sets the clock used by ARP decisions for segments emitted outside input/poll (app calls). */
 static inline void cpb_stack_set_now(struct cpb_stack *s, cpb_time_t now) { s->now = now; }
 #endif

@@ -22,7 +22,18 @@ export interface EngineOptions {
 }
 
 // Event kinds as delivered to the callback (same numbers as enum tcp_event_type in native/tcp/tcp.h).
-export const enum EventType { Acceptable = 1, Connected = 2, Readable = 3, Writable = 4, Closed = 5, Adopted = 6 }
+export const enum EventType { Acceptable = 1, Connected = 2, Readable = 3, Writable = 4, Closed = 5, Adopted = 6,
+  LaneOut = 32, LaneIn = 33 } // lane: id = migration id (err 0 or -errno) / id = flow adopted here (native/mig/lane.h)
+
+/** What a migration through the lane came to (native/mig/lane.h struct cpb_lane_outcome). */
+export interface LaneOutcome { err: number; answeredUs: number; targetAtUs: number; forwarded: number; snapshotBytes: number }
+/** The lane's counters (struct cpb_lane_stats). */
+export interface LaneStats {
+  offersSent: number; offersResent: number; answersIn: number; adoptedOut: number; rejectedOut: number; gaveBack: number;
+  unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number;
+  forwardedOut: number; forwardedIn: number; forwardDropped: number; forwardTooBig: number;
+  badFrames: number; authFailures: number; replays: number; unknownKeys: number; steerErrors: number; sendFailures: number;
+}
 
 export interface FlowInfo {
   id: number; state: string;
@@ -75,6 +86,14 @@ export declare class Engine {
   drainHeld(flowId: number): [string, string, Buffer][] | number; // [src, dst, segment] held while frozen
   inject(src: string, dst: string, segment: Uint8Array): number;  // a forwarded segment, as if received
   wakeTrace?(): [number, number, number, number];         // [engine woke, round with events, notify, JS dispatch] µs
+  pollEvents?(): void;                                    // deliver pending events now (not from inside the callback)
+  // The migration lane of native flows (native/mig/lane.h; native/addon/lane_wrap.cc); 0 or -errno.
+  laneKey?(peer: string, keyId: Uint8Array, txKey: Uint8Array, txIv: Uint8Array, rxKey: Uint8Array, rxIv: Uint8Array, backend: number): number;
+  laneDropKey?(peer: string, keyId: Uint8Array): number;
+  laneSteer?(kind: 'lb' | 'mem' | 'none', where?: string, self?: number): number;
+  laneMigrate?(flowId: number, peer: string, migrationId: number, epoch: number, budgetMs: number): number;
+  laneOutcome?(migrationId: number): LaneOutcome | null;
+  laneStats?(): LaneStats;
   // TLS (native/tls/session.h; native/addon/tls_wrap.cc): one session per flow, freed by tlsFree and
   // by close/abort/release of the flow. Numbers are 0 / a value or -errno as for TCP.
   tlsCreate(flowId: number, ctx: SecureContext, servername: string | null): number; // 0, or throws (.code, sentence)

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "lane_wrap.h"
 #include "micro.h"
 #include "tls_wrap.h"
 #include "wakeup.h"
@@ -144,6 +145,14 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("drainHeld", &EngineWrap::DrainHeld),
                            InstanceMethod("inject", &EngineWrap::Inject),
                            InstanceMethod("wakeTrace", &EngineWrap::WakeTrace),
+                           InstanceMethod("pollEvents", &EngineWrap::PollEvents),
+                           // the migration lane of native flows (lane_wrap.cc)
+                           InstanceMethod("laneKey", &EngineWrap::Lane<&capy::LaneKey>),
+                           InstanceMethod("laneDropKey", &EngineWrap::Lane<&capy::LaneDropKey>),
+                           InstanceMethod("laneSteer", &EngineWrap::Lane<&capy::LaneSteer>),
+                           InstanceMethod("laneMigrate", &EngineWrap::Lane<&capy::LaneMigrate>),
+                           InstanceMethod("laneOutcome", &EngineWrap::Lane<&capy::LaneOutcome>),
+                           InstanceMethod("laneStats", &EngineWrap::Lane<&capy::LaneStats>),
                            InstanceMethod("ref", &EngineWrap::Ref),
                            InstanceMethod("unref", &EngineWrap::Unref),
                            InstanceMethod("destroy", &EngineWrap::Destroy),
@@ -532,6 +541,21 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     tcp_input(cpb_engine_tcp(engine_), src, dst, seg.Data(), seg.ByteLength(), now);
     cpb_engine_leave(engine_);
     return Napi::Number::New(info.Env(), 0);
+  }
+
+  template <Napi::Value (*F)(const Napi::CallbackInfo &, struct cpb_engine *)>
+  Napi::Value Lane(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    return F(info, engine_);
+  }
+
+  // Delivers what the engine has for JS now, without waiting for the wake-up to come round the event
+  // loop: a migration target uses it to inject segments that arrived while it adopted, before it spends
+  // its turn on the answer. Must not be called from inside the events callback (it would re-enter it).
+  Napi::Value PollEvents(const Napi::CallbackInfo &info) {
+    if (!Alive(info)) return info.Env().Undefined();
+    Dispatch();
+    return info.Env().Undefined();
   }
 
   // [engine woke, round with events, notify, JS dispatch] on the monotonic clock in µs (migration tracing).

@@ -8,6 +8,7 @@
  * TCP's receive buffer, whose window then closes on the peer. */
 #include "native.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #define NO_ENTRY UINT32_MAX
@@ -23,6 +24,7 @@ struct native_flow {
 
 struct native_listener {
   uint64_t id;
+  uint16_t port;
   const struct cpb_native_app *app;
 };
 
@@ -142,7 +144,7 @@ int cpb_native_listen(struct cpb_native *n, struct cpb_tcp *t, uint16_t port, ui
   uint64_t lid = 0;
   int rc = tcp_listen(t, port, backlog, &lid);
   if (rc != 0) return rc;
-  n->lis[n->nlis++] = (struct native_listener){.id = lid, .app = app};
+  n->lis[n->nlis++] = (struct native_listener){.id = lid, .port = port, .app = app};
   *listener_id = lid;
   return 0;
 }
@@ -272,3 +274,47 @@ bool cpb_native_has_events(const struct cpb_native *n, const struct cpb_tcp *t) 
 }
 
 void cpb_native_get_stats(const struct cpb_native *n, struct cpb_native_stats *out) { *out = n->stats; }
+
+/* ---- live migration (the engine's migration lane, native/mig/lane.h) ---- */
+
+int cpb_native_export(struct cpb_native *n, uint64_t flow_id, char *name, size_t name_cap, uint8_t *state, size_t state_len) {
+  struct native_flow *f = flow_find(n, flow_id);
+  if (!f) return -ENOENT;
+  if (f->out_len > 0 || f->eof) return -EBUSY; /* replies still to send, or closing: not worth moving */
+  if (state_len != CPB_NATIVE_STATE || strlen(f->app->name) >= name_cap) return -EINVAL;
+  snprintf(name, name_cap, "%s", f->app->name);
+  memcpy(state, f->state, CPB_NATIVE_STATE);
+  return 0;
+}
+
+static const struct native_listener *listener_on(const struct cpb_native *n, uint16_t port, const char *name) {
+  for (uint32_t i = 0; i < n->nlis; i++)
+    if (n->lis[i].port == port && strcmp(n->lis[i].app->name, name) == 0) return &n->lis[i];
+  return NULL;
+}
+
+bool cpb_native_accepts(const struct cpb_native *n, uint16_t port, const char *name) {
+  return n->nfree > 0 && listener_on(n, port, name) != NULL;
+}
+
+int cpb_native_adopt(struct cpb_native *n, struct cpb_tcp *t, uint64_t flow_id, uint16_t port, const char *name,
+                     const uint8_t *state, cpb_time_t now) {
+  const struct native_listener *l = listener_on(n, port, name);
+  if (!l) return -EPROTONOSUPPORT;
+  struct native_flow *f = flow_add(n, flow_id, l->app);
+  if (!f) {
+    n->stats.table_full++;
+    return -ENOSPC;
+  }
+  memcpy(f->state, state, CPB_NATIVE_STATE);
+  n->stats.migrated_in++;
+  flow_run(n, t, f, now); /* what the snapshot brought unread, and what the adopt's ACK may bring back */
+  return 0;
+}
+
+void cpb_native_forget(struct cpb_native *n, uint64_t flow_id) {
+  struct native_flow *f = flow_find(n, flow_id);
+  if (!f) return;
+  n->stats.migrated_out++;
+  flow_remove(n, f);
+}

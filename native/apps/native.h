@@ -59,8 +59,19 @@ bool cpb_native_next_event(struct cpb_native *n, struct cpb_tcp *t, cpb_time_t n
 bool cpb_native_has_events(const struct cpb_native *n, const struct cpb_tcp *t);
 
 struct cpb_native_stats {
-  uint64_t accepted, closed, resets, bytes_in, bytes_out, table_full;
+  uint64_t accepted, closed, resets, bytes_in, bytes_out, table_full, migrated_in, migrated_out;
   uint32_t flows;
 };
 void cpb_native_get_stats(const struct cpb_native *n, struct cpb_native_stats *out);
+
+/* Live migration of native flows (the engine's migration lane, native/mig/lane.h). */
+/* The app (name) and state of a native flow; -ENOENT (not native), -EBUSY (replies pending or closing). */
+int cpb_native_export(struct cpb_native *n, uint64_t flow_id, char *name, size_t name_cap, uint8_t *state, size_t state_len);
+/* A native listener on port runs app name and there is room for a flow. */
+bool cpb_native_accepts(const struct cpb_native *n, uint16_t port, const char *name);
+/* Serves adopted flow_id with that listener's app, from state on; 0, -EPROTONOSUPPORT, -ENOSPC. */
+int cpb_native_adopt(struct cpb_native *n, struct cpb_tcp *t, uint64_t flow_id, uint16_t port, const char *name,
+                     const uint8_t *state, cpb_time_t now);
+/* The flow moved away: forget it (TCP releases it). */
+void cpb_native_forget(struct cpb_native *n, uint64_t flow_id);
 #endif

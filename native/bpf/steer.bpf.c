@@ -1,7 +1,8 @@
 /* Host steering for the AF_XDP backend (native/dev/xsk.c).
  *
  * Only frames meant for the stack go to its AF_XDP sockets: IPv4 TCP and ICMP whose destination is the
- * stack's address, and ARP whose target protocol address is the stack's address. Everything else
+ * stack's address (or VIP), IPv4 protocol 253 (the migration lane) to the stack's own address only, and
+ * ARP whose target protocol address is the stack's address. Everything else
  * (other addresses, UDP, IPv6, VLAN-tagged frames) is XDP_PASS, so the host keeps its own traffic.
  *
  * Maps, filled by xsk.c at open:
@@ -37,6 +38,8 @@ struct {
   __type(value, struct cpb_steer_cfg);
 } cpb_cfg SEC(".maps");
 
+/* IPv4 protocol 253 (RFC 3692: for experimentation): the engines' migration lane (native/mig/). */
+#define CPB_IPPROTO_MIG 253
 #define ARP_HDR_LEN 28
 #define ARP_TPA_OFF 24
 
@@ -58,6 +61,8 @@ static __always_inline int for_stack(void *data, void *end, __u32 ip, __u32 vip)
     if (iph->version != 4 || iph->ihl < 5) return 0;
     /* ARP is answered for the own address only: the VIP's frames arrive by MAC from the balancer. */
     if (iph->daddr != ip && (!vip || iph->daddr != vip)) return 0;
+    /* The migration lane talks host to host, so only to the own address: the VIP is every host's. */
+    if (iph->protocol == CPB_IPPROTO_MIG) return iph->daddr == ip;
     return iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_ICMP;
   }
   return 0;

@@ -84,4 +84,8 @@ int cpb_dev_open(struct cpb_dev **out, const char *uri, char *err, size_t errlen
  * of entries the table holds afterwards, or -ENOENT (no such wire), -EINVAL (a cable, or port out of
  * range), -ENOSPC (table full). Takes the registry lock; the data path reads the table lock-free. */
 int cpb_mem_steer(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int port);
+/* The port mem switch NAME steers the flow src:sport -> dst:dport to (the entry cpb_mem_steer wrote), or
+ * -ENOENT (the flow is not in the steering table), -ENODEV (no such wire, or a cable: no table). Takes
+ * the registry lock and reads the table as the data path does. */
+int cpb_mem_steer_lookup(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport);
 #endif

@@ -18,18 +18,31 @@ int cpb_lb_open(const char *pinned_map) {
   return fd < 0 ? -errno : fd;
 }
 
+/* The map key of a TCP flow: network order, padding zeroed (see lb_maps.h). */
+static void lb_key(struct lb_flow *k, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  memset(k, 0, sizeof(*k));
+  k->saddr = htonl(src);
+  k->daddr = htonl(dst);
+  k->sport = htons(sport);
+  k->dport = htons(dport);
+  k->proto = 6;
+}
+
 int cpb_lb_redirect(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t backend) {
   struct lb_flow k;
-  memset(&k, 0, sizeof(k));
-  k.saddr = htonl(src);
-  k.daddr = htonl(dst);
-  k.sport = htons(sport);
-  k.dport = htons(dport);
-  k.proto = 6;
+  lb_key(&k, src, sport, dst, dport);
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   struct lb_flow_val v = {.backend = backend, .last_seen_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec};
   return bpf_map_update_elem(fd, &k, &v, BPF_ANY) ? -errno : 0;
+}
+
+int cpb_lb_lookup(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  struct lb_flow k;
+  struct lb_flow_val v;
+  lb_key(&k, src, sport, dst, dport);
+  if (bpf_map_lookup_elem(fd, &k, &v)) return -errno; /* -ENOENT: the flow has no entry */
+  return v.backend > INT32_MAX ? -ERANGE : (int)v.backend;
 }
 
 void cpb_lb_close(int fd) {
@@ -42,6 +55,10 @@ int cpb_lb_open(const char *pinned_map) {
 }
 int cpb_lb_redirect(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t backend) {
   (void)fd, (void)src, (void)sport, (void)dst, (void)dport, (void)backend;
+  return -ENOTSUP;
+}
+int cpb_lb_lookup(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  (void)fd, (void)src, (void)sport, (void)dst, (void)dport;
   return -ENOTSUP;
 }
 void cpb_lb_close(int fd) { (void)fd; }

@@ -9,5 +9,8 @@
 int cpb_lb_open(const char *pinned_map);
 /* Steers TCP flow src:sport -> dst:dport (host order) to backend index; 0 or -errno. */
 int cpb_lb_redirect(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t backend);
+/* The backend index (>= 0) the redirect map holds for TCP flow src:sport -> dst:dport (host order, the
+ * key cpb_lb_redirect writes), -ENOENT when the flow has no entry, or another -errno. */
+int cpb_lb_lookup(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport);
 void cpb_lb_close(int fd);
 #endif

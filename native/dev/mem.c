@@ -561,6 +561,22 @@ out:
   return rc;
 }
 
+int cpb_mem_steer_lookup(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  if (!name) return -EINVAL;
+  /* The registry lock keeps the wire alive while we read; the table itself is read as the data path
+   * reads it (under the sequence lock), with the key cpb_mem_steer writes. */
+  pthread_mutex_lock(&g_lock);
+  struct mem_wire *w = wire_find(name);
+  int rc = -ENODEV;
+  if (w && w->steer) {
+    rc = steer_lookup(w, (uint64_t)src << 32 | dst, (uint32_t)sport << 16 | dport);
+    if (rc == MEM_NOWHERE) rc = -EAGAIN; /* cannot happen: writers take the lock we hold */
+    else if (rc < 0) rc = -ENOENT;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
 /* ---- data path -------------------------------------------------------------------------------- */
 
 static uint32_t ring_used(struct mem_ring *r) {

@@ -136,6 +136,33 @@ TEST(cable_has_no_steering) {
   b->ops->close(b);
 }
 
+/* cpb_mem_steer_lookup reads back what cpb_mem_steer wrote: the port while steered, -ENOENT once the entry
+ * is removed (or for a flow never steered, including the reverse direction), -ENODEV without a switch. */
+TEST(steer_lookup_reads_back_the_table) {
+  struct cpb_dev *a = sw_open("mem:swlookup?ports=3"), *x = sw_open("mem:swlookupcable");
+  REQUIRE(a && x);
+  const cpb_ip4_t CLI = 0x0a000001, VIP = 0x0a000064;
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5000, VIP, 80), -ENOENT);
+  CHECK_EQ(cpb_mem_steer("swlookup", CLI, 5000, VIP, 80, 2), 1);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5000, VIP, 80), 2);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", VIP, 80, CLI, 5000), -ENOENT);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5001, VIP, 80), -ENOENT);
+  CHECK_EQ(cpb_mem_steer("swlookup", CLI, 5000, VIP, 80, 0), 1); /* moved to port 0 */
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5000, VIP, 80), 0);
+  /* Entries moved back by removals (backward shift) are still found. */
+  for (uint16_t p = 1; p <= 300; p++) CHECK_EQ(cpb_mem_steer("swlookup", CLI, p, VIP, 80, p % 3), 1 + p);
+  for (uint16_t p = 1; p <= 300; p += 2) CHECK(cpb_mem_steer("swlookup", CLI, p, VIP, 80, -1) >= 0);
+  for (uint16_t p = 1; p <= 300; p++)
+    CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, p, VIP, 80), p & 1 ? -ENOENT : p % 3);
+  CHECK_EQ(cpb_mem_steer("swlookup", CLI, 5000, VIP, 80, -1), 150);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5000, VIP, 80), -ENOENT);
+  CHECK_EQ(cpb_mem_steer_lookup("nosuchwire", CLI, 5000, VIP, 80), -ENODEV);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookupcable", CLI, 5000, VIP, 80), -ENODEV);
+  a->ops->close(a);
+  x->ops->close(x);
+  CHECK_EQ(cpb_mem_steer_lookup("swlookup", CLI, 5000, VIP, 80), -ENODEV); /* freed with its last port */
+}
+
 /* Regression: while the steering table is being rewritten all the time (other flows come and go), a
  * steered flow's frames never go by their MAC to the wrong port: they reach the steered port or, if a
  * writer kept the table busy too long, are dropped (TCP retransmits those; a wrong port would reset). */

@@ -1,0 +1,26 @@
+// N-API side of the migration lane (native/mig/lane.h): keys from the channel handshake, steering, the
+// call that starts a native flow's migration, outcomes and counters. Converts arguments and calls the
+// lane under the engine lock, nothing more; the protocol around it is runtime/migration/'s.
+#ifndef CPB_ADDON_LANE_WRAP_H
+#define CPB_ADDON_LANE_WRAP_H
+#include <napi.h>
+
+extern "C" {
+#include "engine.h"
+}
+
+namespace capy {
+// laneKey(peerIp, keyId: Buffer(8), txKey(32), txIv(12), rxKey(32), rxIv(12), backend) -> 0 | -errno
+Napi::Value LaneKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneDropKey(peerIp, keyId: Buffer(8)) -> 0 | -errno
+Napi::Value LaneDropKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneSteer('lb', pinnedMapPath, self) | laneSteer('mem', wire, self) | laneSteer('none') -> 0 | -errno
+Napi::Value LaneSteer(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneMigrate(flowId, peerIp, migrationId, epoch, budgetMs) -> 0 | -errno
+Napi::Value LaneMigrate(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneOutcome(migrationId) -> {err, answeredUs, forwarded, snapshotBytes} | null
+Napi::Value LaneOutcome(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneStats() -> counters (struct cpb_lane_stats)
+Napi::Value LaneStats(const Napi::CallbackInfo &info, struct cpb_engine *e);
+}  // namespace capy
+#endif

@@ -1,0 +1,748 @@
+/* The migration lane (see lane.h): keys and sealing, the source's migrations in progress, the target's
+ * memory of offers, and the messages between them. */
+#include "lane.h"
+
+#include <openssl/evp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../dev/dev.h"
+#include "../dev/lbsteer.h"
+#include "../tcp/snapshot.h"
+
+#define HDR_LEN 20
+#define TAG_LEN 16
+#define BODY_HEAD 12 /* migration id + epoch */
+#define MAX_PLAIN 1400
+#define RTO_MAX_US 64000
+#define WINDOW 64
+#define EVENTS 64
+
+enum { T_OFFER = 1, T_ADOPTED = 2, T_REJECTED = 3, T_FORWARD = 4 };
+
+struct key_slot {
+  bool used;
+  uint64_t id;
+  uint64_t tx_seq;      /* last sequence number sent */
+  uint64_t rx_top;      /* highest sequence number accepted */
+  uint64_t rx_bits;     /* bit i: rx_top - i was accepted */
+  uint8_t tx_iv[12], rx_iv[12];
+  EVP_CIPHER_CTX *tx, *rx;
+  uint64_t installed;   /* order of installation: the newest sends */
+};
+
+struct peer {
+  cpb_ip4_t ip; /* 0 = free */
+  int32_t backend;
+  struct key_slot keys[CPB_LANE_KEYS];
+};
+
+struct kept_seg {
+  cpb_ip4_t src, dst;
+  uint16_t len;
+  uint8_t bytes[TCP_HOLD_SEG_MAX];
+};
+
+enum out_state { OUT_FREE = 0, OUT_ASKING, OUT_OWNED };
+
+struct out {
+  enum out_state state;
+  uint64_t flow_id, migration_id, key_id;
+  uint32_t epoch;
+  cpb_ip4_t peer;
+  cpb_ip4_t lip, rip;
+  uint16_t lport, rport;
+  cpb_time_t started, next_send, deadline, grace_end;
+  uint32_t rto;
+  struct cpb_lane_outcome res;
+  uint16_t offer_len;
+  uint8_t offer[MAX_PLAIN];
+  uint8_t nkept;
+  struct kept_seg kept[CPB_LANE_KEEP];
+};
+
+enum seen_state { SEEN_ADOPTED = 1, SEEN_REJECTED };
+
+struct seen {
+  cpb_ip4_t peer; /* 0 = free */
+  uint32_t epoch;
+  uint64_t migration_id;
+  enum seen_state state;
+  int32_t err;
+  uint64_t flow_id;
+  cpb_time_t at; /* when the offer came (its round's clock), told to the source in the answer */
+};
+
+struct steer_ctx {
+  int kind; /* 0 none, 1 lb, 2 mem */
+  int fd;
+  char wire[64];
+};
+
+struct cpb_lane {
+  _Atomic uint32_t asking; /* migrations from here waiting for their answer (read by the engine without the lock) */
+  struct cpb_tcp *tcp;
+  struct cpb_lane_ipout ipout;
+  struct cpb_lane_apps apps;
+  struct cpb_lane_steering steer;
+  struct steer_ctx steer_ctx;
+  uint64_t installs;
+  struct peer peers[CPB_LANE_PEERS];
+  struct out outs[CPB_LANE_OUT];
+  struct cpb_lane_outcome done[CPB_LANE_OUT]; /* ring of the last outcomes */
+  uint32_t done_next;
+  struct seen seen[CPB_LANE_SEEN];
+  uint32_t seen_next;
+  struct tcp_event ev[EVENTS];
+  uint32_t ev_head, ev_len;
+  struct cpb_lane_stats stats;
+  uint8_t plain[MAX_PLAIN + 64];
+};
+
+/* ---- little-endian fields ---- */
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t get32(const uint8_t *p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
+/* ---- setup ---- */
+
+struct cpb_lane *cpb_lane_new(struct cpb_tcp *t, const struct cpb_lane_ipout *out, const struct cpb_lane_apps *apps) {
+  struct cpb_lane *l = calloc(1, sizeof(*l));
+  if (!l) return NULL;
+  l->tcp = t;
+  l->ipout = *out;
+  if (apps) l->apps = *apps;
+  l->steer_ctx.fd = -1;
+  l->steer.self = -1;
+  return l;
+}
+
+static void slot_clear(struct key_slot *k) {
+  EVP_CIPHER_CTX_free(k->tx); /* also wipes the key schedule */
+  EVP_CIPHER_CTX_free(k->rx);
+  memset(k, 0, sizeof(*k));
+}
+
+void cpb_lane_free(struct cpb_lane *l) {
+  if (!l) return;
+  for (int p = 0; p < CPB_LANE_PEERS; p++)
+    for (int k = 0; k < CPB_LANE_KEYS; k++) slot_clear(&l->peers[p].keys[k]);
+  if (l->steer_ctx.kind == 1) cpb_lb_close(l->steer_ctx.fd);
+  memset(l, 0, sizeof(*l)); /* snapshots and kept segments may hold payload */
+  free(l);
+}
+
+static struct peer *peer_find(struct cpb_lane *l, cpb_ip4_t ip) {
+  for (int i = 0; i < CPB_LANE_PEERS; i++)
+    if (l->peers[i].ip == ip) return &l->peers[i];
+  return NULL;
+}
+
+static EVP_CIPHER_CTX *keyed(const uint8_t key[32], int enc) {
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  if (!c) return NULL;
+  if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
+      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
+      EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc) != 1) {
+    EVP_CIPHER_CTX_free(c);
+    return NULL;
+  }
+  return c;
+}
+
+int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const struct cpb_lane_dir *tx,
+                     const struct cpb_lane_dir *rx, int32_t backend) {
+  if (peer == 0 || key_id == 0) return -EINVAL;
+  struct peer *p = peer_find(l, peer);
+  if (!p && !(p = peer_find(l, 0))) return -ENOSPC;
+  p->ip = peer;
+  p->backend = backend;
+  struct key_slot *k = NULL, *oldest = &p->keys[0];
+  for (int i = 0; i < CPB_LANE_KEYS && !k; i++)
+    if (p->keys[i].used && p->keys[i].id == key_id) k = &p->keys[i];
+  for (int i = 0; i < CPB_LANE_KEYS && !k; i++)
+    if (!p->keys[i].used) k = &p->keys[i];
+  if (!k) {
+    for (int i = 1; i < CPB_LANE_KEYS; i++)
+      if (p->keys[i].installed < oldest->installed) oldest = &p->keys[i];
+    k = oldest;
+  }
+  slot_clear(k);
+  k->tx = keyed(tx->key, 1);
+  k->rx = keyed(rx->key, 0);
+  if (!k->tx || !k->rx) {
+    slot_clear(k);
+    return -ENOMEM;
+  }
+  memcpy(k->tx_iv, tx->iv, 12);
+  memcpy(k->rx_iv, rx->iv, 12);
+  k->id = key_id;
+  k->used = true;
+  k->installed = ++l->installs;
+  return 0;
+}
+
+int cpb_lane_drop_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id) {
+  struct peer *p = peer_find(l, peer);
+  if (!p || peer == 0) return -ENOENT;
+  for (int i = 0; i < CPB_LANE_KEYS; i++)
+    if (p->keys[i].used && p->keys[i].id == key_id) {
+      slot_clear(&p->keys[i]);
+      return 0;
+    }
+  return -ENOENT;
+}
+
+static struct key_slot *key_find(struct peer *p, uint64_t id) {
+  for (int i = 0; p && i < CPB_LANE_KEYS; i++)
+    if (p->keys[i].used && p->keys[i].id == id) return &p->keys[i];
+  return NULL;
+}
+
+static struct key_slot *key_newest(struct peer *p) {
+  struct key_slot *best = NULL;
+  for (int i = 0; p && i < CPB_LANE_KEYS; i++)
+    if (p->keys[i].used && (!best || p->keys[i].installed > best->installed)) best = &p->keys[i];
+  return best;
+}
+
+/* ---- steering ---- */
+
+static int lb_steer(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int32_t backend) {
+  const struct steer_ctx *c = ctx;
+  return backend < 0 ? -EINVAL : cpb_lb_redirect(c->fd, src, sport, dst, dport, (uint32_t)backend);
+}
+static int lb_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  const struct steer_ctx *c = ctx;
+  return cpb_lb_lookup(c->fd, src, sport, dst, dport);
+}
+static int mem_steer(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int32_t backend) {
+  const struct steer_ctx *c = ctx;
+  int rc = cpb_mem_steer(c->wire, src, sport, dst, dport, backend);
+  return rc < 0 ? rc : 0;
+}
+static int mem_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
+  const struct steer_ctx *c = ctx;
+  return cpb_mem_steer_lookup(c->wire, src, sport, dst, dport);
+}
+
+void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *st) {
+  if (l->steer_ctx.kind == 1) cpb_lb_close(l->steer_ctx.fd);
+  memset(&l->steer_ctx, 0, sizeof(l->steer_ctx));
+  l->steer_ctx.fd = -1;
+  if (st) l->steer = *st;
+  else memset(&l->steer, 0, sizeof(l->steer)), l->steer.self = -1;
+}
+
+int cpb_lane_steer_lb(struct cpb_lane *l, int fd, int32_t self) {
+  if (fd < 0 || self < 0) return -EINVAL;
+  cpb_lane_set_steering(l, NULL);
+  l->steer_ctx.kind = 1;
+  l->steer_ctx.fd = fd;
+  l->steer = (struct cpb_lane_steering){.steer = lb_steer, .owner = lb_owner, .ctx = &l->steer_ctx, .self = self};
+  return 0;
+}
+
+int cpb_lane_steer_mem(struct cpb_lane *l, const char *wire, int32_t self) {
+  if (!wire || !*wire || strlen(wire) >= sizeof(l->steer_ctx.wire) || self < 0) return -EINVAL;
+  cpb_lane_set_steering(l, NULL);
+  l->steer_ctx.kind = 2;
+  snprintf(l->steer_ctx.wire, sizeof(l->steer_ctx.wire), "%s", wire);
+  l->steer = (struct cpb_lane_steering){.steer = mem_steer, .owner = mem_owner, .ctx = &l->steer_ctx, .self = self};
+  return 0;
+}
+
+/* ---- events and outcomes ---- */
+
+static void lane_raise(struct cpb_lane *l, int type, uint64_t id, int32_t err) {
+  if (l->ev_len == EVENTS) { /* the application is far behind: the oldest is the least useful */
+    l->ev_head = (l->ev_head + 1) % EVENTS;
+    l->ev_len--;
+  }
+  l->ev[(l->ev_head + l->ev_len) % EVENTS] = (struct tcp_event){.type = (enum tcp_event_type)type, .id = id, .err = err};
+  l->ev_len++;
+}
+
+bool cpb_lane_waiting(const struct cpb_lane *l) { return l && atomic_load_explicit(&l->asking, memory_order_relaxed) > 0; }
+
+bool cpb_lane_has_events(const struct cpb_lane *l) { return l && l->ev_len > 0; }
+
+bool cpb_lane_next_event(struct cpb_lane *l, struct tcp_event *ev) {
+  if (!l || l->ev_len == 0) return false;
+  *ev = l->ev[l->ev_head];
+  l->ev_head = (l->ev_head + 1) % EVENTS;
+  l->ev_len--;
+  return true;
+}
+
+bool cpb_lane_outcome(const struct cpb_lane *l, uint64_t migration_id, struct cpb_lane_outcome *out) {
+  for (int i = 0; i < CPB_LANE_OUT; i++)
+    if (l->done[i].migration_id == migration_id && migration_id != 0) {
+      *out = l->done[i];
+      return true;
+    }
+  return false;
+}
+
+void cpb_lane_get_stats(const struct cpb_lane *l, struct cpb_lane_stats *out) { *out = l->stats; }
+
+static uint32_t since(cpb_time_t now, cpb_time_t t0) { return now > t0 ? (uint32_t)CPB_MIN(now - t0, UINT32_MAX) : 0; }
+
+/* ---- sealing ---- */
+
+static void nonce_of(const uint8_t iv[12], uint64_t seq, uint8_t out[12]) {
+  memcpy(out, iv, 12);
+  for (int i = 0; i < 8; i++) out[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
+}
+
+/* Seals plaintext (len bytes) as one datagram of type to peer under key k. 0 or -errno. */
+static int send_sealed(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, uint8_t type, const uint8_t *pt,
+                       size_t len) {
+  size_t cap;
+  if (!k || !k->tx) return -ENOKEY;
+  uint8_t *p = l->ipout.begin(l->ipout.ctx, peer, &cap);
+  if (!p) {
+    l->stats.send_failures++;
+    return -EAGAIN;
+  }
+  if (cap < HDR_LEN + len + TAG_LEN) {
+    l->ipout.abort(l->ipout.ctx);
+    l->stats.send_failures++;
+    return -EMSGSIZE;
+  }
+  uint64_t seq = ++k->tx_seq;
+  p[0] = CPB_LANE_VERSION;
+  p[1] = type;
+  put16(p + 2, 0);
+  put64(p + 4, k->id);
+  put64(p + 12, seq);
+  uint8_t nonce[12];
+  nonce_of(k->tx_iv, seq, nonce);
+  int n;
+  if (EVP_CipherInit_ex(k->tx, NULL, NULL, NULL, nonce, 1) != 1 || EVP_CipherUpdate(k->tx, NULL, &n, p, HDR_LEN) != 1 ||
+      (len && EVP_CipherUpdate(k->tx, p + HDR_LEN, &n, pt, (int)len) != 1) ||
+      EVP_CipherFinal_ex(k->tx, p + HDR_LEN + len, &n) != 1 ||
+      EVP_CIPHER_CTX_ctrl(k->tx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, p + HDR_LEN + len) != 1) {
+    l->ipout.abort(l->ipout.ctx);
+    l->stats.send_failures++;
+    return -EIO;
+  }
+  l->ipout.commit(l->ipout.ctx, CPB_LANE_PROTO, HDR_LEN + len + TAG_LEN);
+  return 0;
+}
+
+/* Opens a datagram in place into l->plain; the plaintext length, or -errno (counted). */
+static long open_sealed(struct cpb_lane *l, struct key_slot *k, const uint8_t *p, size_t len) {
+  size_t clen = len - HDR_LEN - TAG_LEN;
+  uint64_t seq = get64(p + 12);
+  if (seq == 0 || (seq <= k->rx_top && (k->rx_top - seq >= WINDOW || (k->rx_bits >> (k->rx_top - seq)) & 1))) {
+    l->stats.replays++;
+    return -EALREADY;
+  }
+  uint8_t nonce[12], tag[TAG_LEN];
+  memcpy(tag, p + len - TAG_LEN, TAG_LEN);
+  nonce_of(k->rx_iv, seq, nonce);
+  int n;
+  if (EVP_CipherInit_ex(k->rx, NULL, NULL, NULL, nonce, 0) != 1 || EVP_CipherUpdate(k->rx, NULL, &n, p, HDR_LEN) != 1 ||
+      (clen && EVP_CipherUpdate(k->rx, l->plain, &n, p + HDR_LEN, (int)clen) != 1) ||
+      EVP_CIPHER_CTX_ctrl(k->rx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1 ||
+      EVP_CipherFinal_ex(k->rx, l->plain + clen, &n) != 1) {
+    memset(l->plain, 0, clen); /* unauthenticated plaintext is never looked at */
+    l->stats.auth_failures++;
+    return -EBADMSG;
+  }
+  if (seq > k->rx_top) {
+    uint64_t shift = seq - k->rx_top;
+    k->rx_bits = shift >= WINDOW ? 1 : (k->rx_bits << shift) | 1;
+    k->rx_top = seq;
+  } else {
+    k->rx_bits |= 1ull << (k->rx_top - seq);
+  }
+  return (long)clen;
+}
+
+static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
+  put64(b, migration_id);
+  put32(b + 8, epoch);
+}
+
+/* ---- source ---- */
+
+static struct out *out_find_flow(struct cpb_lane *l, uint64_t flow_id) {
+  for (int i = 0; i < CPB_LANE_OUT; i++)
+    if (l->outs[i].state != OUT_FREE && l->outs[i].flow_id == flow_id) return &l->outs[i];
+  return NULL;
+}
+
+static struct out *out_find_id(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch) {
+  for (int i = 0; i < CPB_LANE_OUT; i++) {
+    struct out *o = &l->outs[i];
+    if (o->state != OUT_FREE && o->peer == peer && o->migration_id == migration_id && o->epoch == epoch) return o;
+  }
+  return NULL;
+}
+
+static void send_offer(struct cpb_lane *l, struct out *o) {
+  struct key_slot *k = key_find(peer_find(l, o->peer), o->key_id);
+  if (send_sealed(l, o->peer, k, T_OFFER, o->offer, o->offer_len) == 0) l->stats.offers_sent++;
+}
+
+struct fwd_ctx {
+  struct cpb_lane *l;
+  struct out *o;
+  bool keep; /* before the answer: keep a copy for giving the flow back */
+};
+
+static void forward_one(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
+  struct fwd_ctx *f = ctx;
+  struct cpb_lane *l = f->l;
+  struct out *o = f->o;
+  if (f->keep) {
+    struct kept_seg *s = &o->kept[o->nkept++];
+    s->src = src, s->dst = dst, s->len = (uint16_t)len;
+    memcpy(s->bytes, seg, len);
+  }
+  if (BODY_HEAD + 10 + len > MAX_PLAIN) { /* a full-sized segment: the client's TCP sends it again */
+    l->stats.forward_too_big++;
+    return;
+  }
+  uint8_t *b = l->plain;
+  head(b, o->migration_id, o->epoch);
+  put32(b + BODY_HEAD, src);
+  put32(b + BODY_HEAD + 4, dst);
+  put16(b + BODY_HEAD + 8, (uint16_t)len);
+  memcpy(b + BODY_HEAD + 10, seg, len);
+  struct key_slot *k = key_find(peer_find(l, o->peer), o->key_id);
+  if (send_sealed(l, o->peer, k, T_FORWARD, b, BODY_HEAD + 10 + len) == 0) {
+    l->stats.forwarded_out++;
+    o->res.forwarded++;
+  }
+  memset(b, 0, BODY_HEAD + 10 + len);
+}
+
+/* Sends what the frozen flow held since the last time. Before the answer only as many as can be kept. */
+static void forward_held(struct cpb_lane *l, struct out *o) {
+  struct tcp_flow_info fi;
+  if (tcp_flow_info(l->tcp, o->flow_id, &fi) != 0 || fi.held_segs == 0) return;
+  bool keep = o->state == OUT_ASKING;
+  if (keep && o->nkept + fi.held_segs > CPB_LANE_KEEP) return; /* they wait for the answer, held */
+  struct fwd_ctx f = {.l = l, .o = o, .keep = keep};
+  tcp_held_drain(l->tcp, o->flow_id, forward_one, &f);
+}
+
+static void out_record(struct cpb_lane *l, struct out *o, int32_t err) {
+  o->res.err = err;
+  l->done[l->done_next] = o->res;
+  l->done_next = (l->done_next + 1) % CPB_LANE_OUT;
+  lane_raise(l, CPB_LANE_EV_OUT, o->migration_id, err);
+}
+
+static void out_free(struct out *o) {
+  memset(o->offer, 0, o->offer_len);
+  for (int i = 0; i < o->nkept; i++) memset(o->kept[i].bytes, 0, o->kept[i].len);
+  o->state = OUT_FREE;
+  o->offer_len = 0;
+  o->nkept = 0;
+}
+
+/* The target owns the flow: from now on what arrives here is passed on until the grace ends. */
+static void out_owned(struct cpb_lane *l, struct out *o, cpb_time_t now) {
+  atomic_fetch_sub_explicit(&l->asking, 1, memory_order_relaxed);
+  o->state = OUT_OWNED;
+  o->res.answered_us = since(now, o->started);
+  o->grace_end = now + CPB_LANE_GRACE_US;
+  memset(o->offer, 0, o->offer_len);
+  o->offer_len = 0;
+  for (int i = 0; i < o->nkept; i++) memset(o->kept[i].bytes, 0, o->kept[i].len);
+  o->nkept = 0;
+  forward_held(l, o);
+  out_record(l, o, 0);
+}
+
+static void out_finish(struct cpb_lane *l, struct out *o, cpb_time_t now) {
+  forward_held(l, o);
+  if (l->apps.forget) l->apps.forget(l->apps.ctx, o->flow_id);
+  tcp_release(l->tcp, o->flow_id, now);
+  out_free(o);
+}
+
+/* No adoption: the flow carries on here, with what was sent ahead injected again behind what is held. */
+static void out_give_back(struct cpb_lane *l, struct out *o, int32_t err, cpb_time_t now) {
+  atomic_fetch_sub_explicit(&l->asking, 1, memory_order_relaxed);
+  l->stats.gave_back++;
+  tcp_unfreeze(l->tcp, o->flow_id, now);
+  for (int i = 0; i < o->nkept; i++) tcp_input(l->tcp, o->kept[i].src, o->kept[i].dst, o->kept[i].bytes, o->kept[i].len, now);
+  out_record(l, o, err);
+  out_free(o);
+}
+
+int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
+                     uint32_t budget_ms, cpb_time_t now) {
+  if (migration_id == 0 || budget_ms == 0) return -EINVAL;
+  struct peer *p = peer_find(l, peer);
+  struct key_slot *k = peer ? key_newest(p) : NULL;
+  if (!k) return -ENOKEY;
+  if (out_find_flow(l, flow_id)) return -EBUSY;
+  struct out *o = NULL;
+  for (int i = 0; i < CPB_LANE_OUT && !o; i++)
+    if (l->outs[i].state == OUT_FREE) o = &l->outs[i];
+  if (!o) return -ENOSPC;
+  if (!l->apps.export_flow) return -ENOENT;
+  char name[CPB_LANE_APP_NAME + 1] = "";
+  uint8_t state[CPB_LANE_APP_STATE];
+  int rc = l->apps.export_flow(l->apps.ctx, flow_id, name, state);
+  if (rc) return rc;
+  size_t nlen = strnlen(name, CPB_LANE_APP_NAME);
+  memset(o, 0, offsetof(struct out, offer));
+  rc = tcp_freeze(l->tcp, flow_id, now);
+  if (rc) return rc == -EALREADY ? -EBUSY : rc;
+  uint8_t *b = o->offer;
+  size_t off = BODY_HEAD;
+  head(b, migration_id, epoch);
+  b[off++] = (uint8_t)nlen;
+  memcpy(b + off, name, nlen);
+  off += nlen;
+  memcpy(b + off, state, CPB_LANE_APP_STATE);
+  off += CPB_LANE_APP_STATE;
+  long sn = tcp_snapshot(l->tcp, flow_id, b + off + 2, MAX_PLAIN - off - 2, now);
+  if (sn < 0) {
+    memset(b, 0, MAX_PLAIN);
+    tcp_unfreeze(l->tcp, flow_id, now);
+    return sn == -ENOSPC ? -EMSGSIZE : (int)sn;
+  }
+  put16(b + off, (uint16_t)sn);
+  o->offer_len = (uint16_t)(off + 2 + (size_t)sn);
+  struct tcp_flow_info fi;
+  tcp_flow_info(l->tcp, flow_id, &fi);
+  o->lip = fi.local_ip, o->rip = fi.remote_ip, o->lport = fi.local_port, o->rport = fi.remote_port;
+  o->state = OUT_ASKING;
+  atomic_fetch_add_explicit(&l->asking, 1, memory_order_relaxed);
+  o->flow_id = flow_id;
+  o->migration_id = migration_id;
+  o->epoch = epoch;
+  o->peer = peer;
+  o->key_id = k->id;
+  o->rto = CPB_LANE_RTO_US;
+  o->deadline = now + (cpb_time_t)budget_ms * CPB_US_PER_MS;
+  o->started = now;
+  o->res.migration_id = migration_id;
+  o->res.snapshot_bytes = (uint32_t)sn;
+  send_offer(l, o);
+  o->next_send = now + o->rto;
+  forward_held(l, o); /* what arrived since the freeze: none yet, unless the caller held the lock long */
+  return 0;
+}
+
+/* ---- target ---- */
+
+static struct seen *seen_find(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch) {
+  for (int i = 0; i < CPB_LANE_SEEN; i++) {
+    struct seen *s = &l->seen[i];
+    if (s->peer == peer && s->migration_id == migration_id && s->epoch == epoch) return s;
+  }
+  return NULL;
+}
+
+static struct seen *seen_add(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
+                             enum seen_state st, int32_t err, uint64_t flow_id, cpb_time_t at) {
+  struct seen *s = &l->seen[l->seen_next];
+  l->seen_next = (l->seen_next + 1) % CPB_LANE_SEEN;
+  *s = (struct seen){.peer = peer, .migration_id = migration_id, .epoch = epoch, .state = st, .err = err, .flow_id = flow_id, .at = at};
+  return s;
+}
+
+static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, const struct seen *s) {
+  uint8_t b[BODY_HEAD + 8];
+  head(b, s->migration_id, s->epoch);
+  if (s->state == SEEN_ADOPTED) {
+    put64(b + BODY_HEAD, s->at);
+    send_sealed(l, peer, k, T_ADOPTED, b, BODY_HEAD + 8);
+  } else {
+    put32(b + BODY_HEAD, (uint32_t)s->err);
+    send_sealed(l, peer, k, T_REJECTED, b, BODY_HEAD + 4);
+  }
+}
+
+static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, cpb_time_t now, uint64_t *flow_id) {
+  size_t off = BODY_HEAD;
+  if (len < off + 1) return -EBADMSG;
+  size_t nlen = b[off++];
+  if (nlen == 0 || nlen > CPB_LANE_APP_NAME || len < off + nlen + CPB_LANE_APP_STATE + 2) return -EBADMSG;
+  char name[CPB_LANE_APP_NAME + 1];
+  memcpy(name, b + off, nlen);
+  name[nlen] = 0;
+  off += nlen;
+  const uint8_t *state = b + off;
+  off += CPB_LANE_APP_STATE;
+  size_t sn = get16(b + off);
+  off += 2;
+  if (off + sn != len) return -EBADMSG;
+  const uint8_t *snap = b + off;
+  struct tcp_snap ts;
+  int rc = tcp_snap_parse(snap, sn, &ts);
+  if (rc) return rc;
+  if (!l->apps.accepts || !l->apps.accepts(l->apps.ctx, ts.lport, name)) return -EPROTONOSUPPORT;
+  /* Our own copy of this flow, still in its grace after it left us, holds the 4-tuple: it is coming back. */
+  for (int i = 0; i < CPB_LANE_OUT; i++) {
+    struct out *o = &l->outs[i];
+    if (o->state == OUT_OWNED && o->lip == ts.lip && o->rip == ts.rip && o->lport == ts.lport && o->rport == ts.rport)
+      out_finish(l, o, now);
+  }
+  uint64_t fid = 0;
+  rc = tcp_adopt(l->tcp, snap, sn, now, &fid);
+  if (rc) return rc;
+  if ((rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, now)) != 0) {
+    tcp_freeze(l->tcp, fid, now); /* drop the copy silently: the source keeps the flow */
+    tcp_release(l->tcp, fid, now);
+    return rc;
+  }
+  *flow_id = fid;
+  return 0;
+}
+
+static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct key_slot *k, const uint8_t *b,
+                     size_t len, cpb_time_t now) {
+  uint64_t mid = get64(b);
+  uint32_t epoch = get32(b + 8);
+  l->stats.offers_in++;
+  struct seen *s = seen_find(l, src, mid, epoch);
+  if (s) { /* a repeat: the answer was lost or late */
+    l->stats.repeated_offers++;
+    answer(l, src, k, s);
+    return;
+  }
+  uint64_t fid = 0;
+  int32_t err = adopt_offer(l, b, len, now, &fid);
+  if (err) {
+    l->stats.rejected_in++;
+    answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_REJECTED, err, 0, now));
+    return;
+  }
+  l->stats.adopted_in++;
+  /* The balancer follows before the answer leaves: from here the client's segments come to us. */
+  if (l->steer.steer && l->steer.self >= 0) {
+    struct tcp_flow_info fi;
+    tcp_flow_info(l->tcp, fid, &fi);
+    if (l->steer.steer(l->steer.ctx, fi.remote_ip, fi.remote_port, fi.local_ip, fi.local_port, l->steer.self) != 0)
+      l->stats.steer_errors++;
+  }
+  (void)p;
+  answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, fid, now));
+  lane_raise(l, CPB_LANE_EV_IN, fid, 0);
+}
+
+static void on_forward(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *b, size_t len, cpb_time_t now) {
+  struct seen *s = seen_find(l, src, get64(b), get32(b + 8));
+  if (len < BODY_HEAD + 10 || BODY_HEAD + 10 + (size_t)get16(b + BODY_HEAD + 8) != len) {
+    l->stats.bad_frames++;
+    return;
+  }
+  struct tcp_flow_info fi;
+  /* Only into a flow adopted here that is still here: anything else would make TCP answer with RST. */
+  if (!s || s->state != SEEN_ADOPTED || tcp_flow_info(l->tcp, s->flow_id, &fi) != 0 || fi.frozen) {
+    l->stats.forward_dropped++;
+    return;
+  }
+  l->stats.forwarded_in++;
+  tcp_input(l->tcp, get32(b + BODY_HEAD), get32(b + BODY_HEAD + 4), b + BODY_HEAD + 10, len - BODY_HEAD - 10, now);
+}
+
+static void on_answer(struct cpb_lane *l, cpb_ip4_t src, uint8_t type, const uint8_t *b, size_t len, cpb_time_t now) {
+  struct out *o = out_find_id(l, src, get64(b), get32(b + 8));
+  if (type == T_REJECTED && len != BODY_HEAD + 4) return (void)l->stats.bad_frames++;
+  if (type == T_ADOPTED && len != BODY_HEAD + 8) return (void)l->stats.bad_frames++;
+  l->stats.answers_in++;
+  if (!o || o->state != OUT_ASKING) return; /* a repeat, or too late: decided already */
+  if (type == T_ADOPTED) {
+    l->stats.adopted_out++;
+    o->res.target_at_us = since(get64(b + BODY_HEAD), o->started);
+    out_owned(l, o, now);
+  } else {
+    l->stats.rejected_out++;
+    int32_t err = (int32_t)get32(b + BODY_HEAD);
+    out_give_back(l, o, err < 0 ? err : -ECONNREFUSED, now);
+  }
+}
+
+void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now) {
+  if (len < HDR_LEN + TAG_LEN + BODY_HEAD || len > HDR_LEN + MAX_PLAIN + TAG_LEN || p[0] != CPB_LANE_VERSION ||
+      get16(p + 2) != 0) {
+    l->stats.bad_frames++;
+    return;
+  }
+  uint8_t type = p[1];
+  if (type < T_OFFER || type > T_FORWARD) {
+    l->stats.bad_frames++;
+    return;
+  }
+  struct peer *peer = peer_find(l, src);
+  struct key_slot *k = src ? key_find(peer, get64(p + 4)) : NULL;
+  if (!k) {
+    l->stats.unknown_keys++;
+    return;
+  }
+  long n = open_sealed(l, k, p, len);
+  if (n < BODY_HEAD) {
+    if (n >= 0) l->stats.bad_frames++;
+    return;
+  }
+  switch (type) {
+  case T_OFFER: on_offer(l, src, peer, k, l->plain, (size_t)n, now); break;
+  case T_FORWARD: on_forward(l, src, l->plain, (size_t)n, now); break;
+  default: on_answer(l, src, type, l->plain, (size_t)n, now); break;
+  }
+  memset(l->plain, 0, (size_t)n);
+}
+
+cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now) {
+  cpb_time_t next = UINT64_MAX;
+  for (int i = 0; i < CPB_LANE_OUT; i++) {
+    struct out *o = &l->outs[i];
+    if (o->state == OUT_ASKING) {
+      if (now >= o->deadline) {
+        /* No answer: the balancer says whether the target adopted (it steers before answering). */
+        int owner = l->steer.owner ? l->steer.owner(l->steer.ctx, o->rip, o->rport, o->lip, o->lport) : -ENOENT;
+        struct peer *p = peer_find(l, o->peer);
+        if (owner >= 0 && p && p->backend >= 0 && owner == p->backend) {
+          l->stats.unanswered_released++;
+          out_owned(l, o, now);
+        } else {
+          out_give_back(l, o, -ETIMEDOUT, now);
+          continue;
+        }
+      } else {
+        forward_held(l, o);
+        if (now >= o->next_send) {
+          send_offer(l, o);
+          l->stats.offers_resent++;
+          o->rto = CPB_MIN(o->rto * 2, RTO_MAX_US);
+          o->next_send = now + o->rto;
+        }
+        next = CPB_MIN(next, CPB_MIN(o->next_send, o->deadline));
+        continue;
+      }
+    }
+    if (o->state == OUT_OWNED) {
+      if (now >= o->grace_end) {
+        out_finish(l, o, now);
+        continue;
+      }
+      forward_held(l, o);
+      next = CPB_MIN(next, o->grace_end);
+    }
+  }
+  return next;
+}
