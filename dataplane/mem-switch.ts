@@ -80,6 +80,11 @@ export class MemSwitch {
     return null;
   };
 
+  /** The same table for the engines' migration lane (native flows): it writes it from C (cpb_mem_steer). */
+  laneSteering(): { kind: 'mem'; where: string; backends: ReadonlyMap<string, number> } {
+    return { kind: 'mem', where: this.name, backends: this.#runtimes };
+  }
+
   /** Points a flow at a port before its first packet (e.g. a client choosing the server of a new flow). */
   steerTo(flow: SteeredFlow, port: number): void {
     this.#write(flow, port);

@@ -36,14 +36,14 @@ import type { Measure } from './result.js';
 import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
 import type { StreamReport } from '../runtime/demo/stream-client.js';
 
-export const MIGRATION_TARGETS = ['capybara', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
+export const MIGRATION_TARGETS = ['capybara', 'capybara-native', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
 export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
 
 type Host = 'hostA' | 'hostB';
 const HOSTS: readonly Host[] = ['hostA', 'hostB'];
 const other = (h: Host): Host => (h === 'hostA' ? 'hostB' : 'hostA');
 
-const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110 };
+const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110, 'capybara-native': 7111 };
 /** Time between two migrations: long enough for a kernel retransmission timeout (200 ms) to play out.
  * CAPYBARA_BENCH_MIGRATION_INTERVAL_MS overrides it (e.g. 100 for a long capybara-only run). */
 const INTERVAL_MS = Number(process.env.CAPYBARA_BENCH_MIGRATION_INTERVAL_MS ?? 300);
@@ -64,8 +64,12 @@ interface HalfRun {
   attempted: number;
   migrated: number;
   failures: string[];
-  /** Client-visible blackout per successful migration (µs; 0 = no pause above the client's threshold). */
+  /** Client-visible blackout per successful migration (µs): the longest echo interval overlapping its handoff. */
   blackoutUs: number[];
+  /** The longest echo interval overlapping the whole command (ping, handoff, answer to the operator). */
+  commandPauseUs: number[];
+  /** Where the blackout's interval began, µs after the flow froze (the C client reports it). */
+  blackoutAtUs?: number[];
   phases: Phases[];
   client: Omit<StreamReport, 'gaps'> & { gapCount: number };
   command: string[];
@@ -108,13 +112,33 @@ export function attributeBlackouts(starts: readonly number[], gaps: readonly [nu
   });
 }
 
-/** Starts the stream client in `client` (over TLS, verifying the server, when given the CA file); resolves with its report when it ends. */
-function startStream(ctx: BenchContext, port: number, seconds: number, caFile?: string): { child: ChildProcess; report: Promise<StreamReport> } {
+interface Stream {
+  child: ChildProcess;
+  report: Promise<StreamReport>;
+  /**
+   * Tells the client about one migration (µs, monotonic): the handoff (flow frozen at the source until the
+   * target had it) and the whole command (asked .. answered, with the ping before the freeze). Its report
+   * has, per window, the longest interval between two echoes that overlaps it.
+   */
+  handoff(frozenAt: number, doneAt: number, asked: number, answered: number): void;
+  /** Stops the client: it reports what it saw. */
+  end(): void;
+}
+
+/**
+ * Starts the stream client in `client`: build/stream_client (C, make -C perf) for plain TCP, the Node client
+ * over Node's tls when given the CA file (or when the C one is not built). Resolves with its report when it ends.
+ */
+function startStream(ctx: BenchContext, port: number, seconds: number, caFile?: string): Stream {
+  const cClient = join(ctx.root, 'build', 'stream_client');
+  const useC = !caFile && existsSync(cClient);
   const script = join(ctx.root, 'dist', 'runtime', 'demo', 'stream-client.js');
-  const args = [ctx.plan.vip, String(port), String(seconds), ...(caFile ? [caFile] : [])];
-  const child = spawn('ip', ['netns', 'exec', ctx.plan.client.ns, process.execPath, script, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAPYBARA_STREAM_GAP_US: String(CLIENT_GAP_US) },
+  const cmd = useC ? [cClient, ctx.plan.vip, String(port), String(seconds), String(CLIENT_GAP_US)]
+    : [process.execPath, script, ctx.plan.vip, String(port), String(seconds), ...(caFile ? [caFile] : [])];
+  const child = spawn('ip', ['netns', 'exec', ctx.plan.client.ns, ...cmd], {
+    stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CAPYBARA_STREAM_GAP_US: String(CLIENT_GAP_US), CAPYBARA_STREAM_WINDOWS: '1' },
   });
+  child.stdin.on('error', () => {}); // a client that died is reported through its exit
   const report = new Promise<StreamReport>((resolve) => {
     let out = '';
     let err = '';
@@ -128,11 +152,39 @@ function startStream(ctx: BenchContext, port: number, seconds: number, caFile?: 
       }
     });
   });
-  return { child, report };
+  return {
+    child, report,
+    handoff: (frozenAt, doneAt, asked, answered) => {
+      if (child.stdin.writable) child.stdin.write(`W ${Math.floor(frozenAt)} ${Math.ceil(doneAt)}\nW ${Math.floor(asked)} ${Math.ceil(answered)}\n`);
+    },
+    end: () => {
+      child.stdin.end();
+      setTimeout(() => child.kill('SIGTERM'), 3000).unref(); // a client stuck in a read still reports
+    },
+  };
+}
+
+/**
+ * Each migration's blackout: the longest echo interval overlapping its handoff (the client's answer for the
+ * even windows), and the longest overlapping the whole command (odd windows: the ping before, the answer
+ * after); older clients without windows: the pause attribution of runtime/demo.ts.
+ */
+function blackouts(report: StreamReport, starts: readonly number[]): { handoff: number[]; command: number[]; at?: number[] } {
+  const w = report.windows;
+  if (!w || w.length !== 2 * starts.length) {
+    const b = attributeBlackouts(starts, report.gaps);
+    return { handoff: b, command: b };
+  }
+  const even = <T>(a: readonly T[], odd: 0 | 1) => a.filter((_, i) => i % 2 === odd);
+  return { handoff: even(w, 0), command: even(w, 1), at: report.windowsAt ? even(report.windowsAt, 0) : undefined };
+}
+
+function blackoutFields(b: ReturnType<typeof blackouts>): Pick<HalfRun, 'blackoutUs' | 'commandPauseUs' | 'blackoutAtUs'> {
+  return { blackoutUs: b.handoff, commandPauseUs: b.command, ...(b.at ? { blackoutAtUs: b.at } : {}) };
 }
 
 function summarizeClient(r: StreamReport): HalfRun['client'] {
-  const { gaps, ...rest } = r;
+  const { gaps, windows: _windows, windowsAt: _at, ...rest } = r;
   return { ...rest, gapCount: gaps.length };
 }
 
@@ -152,19 +204,23 @@ async function capybaraOwner(port: number): Promise<Host | null> {
   return null;
 }
 
-/** capybara, or capybara-tls: the same servers with a certificate for the VIP, the same client over Node's tls. */
-async function runCapybara(ctx: BenchContext, rounds: number, tls: boolean): Promise<HalfRun> {
-  const target: MigrationTarget = tls ? 'capybara-tls' : 'capybara';
+/**
+ * capybara; capybara-tls: the same servers with a certificate for the VIP, the same client over Node's tls;
+ * capybara-native: the echo on the engine thread (--native), whose flows move through the engines' lane.
+ */
+async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara' | 'capybara-tls' | 'capybara-native'): Promise<HalfRun> {
+  const tls = target === 'capybara-tls';
+  const native = target === 'capybara-native' ? ['--native'] : [];
   const port = PORTS[target];
   const servers: RunningServer[] = [];
   let certs: CertSet | undefined;
   try {
     certs = tls ? await makeCerts({ san: [`IP:${ctx.plan.vip}`] }) : undefined;
     const tlsArgs = certs ? ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile] : [];
-    const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json${certs ? ' --tls-cert server.pem --tls-key server.key' : ''}`);
+    const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json${certs ? ' --tls-cert server.pem --tls-key server.key' : ''}${native.length ? ' --native' : ''}`);
     for (const h of HOSTS) {
       servers.push(await startServer({
-        name: `${target} ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json', ...tlsArgs],
+        name: `${target} ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json', ...tlsArgs, ...native],
         readyLine: /"event":"listening"/, readyTimeoutMs: 30_000,
       }));
     }
@@ -189,9 +245,11 @@ async function runCapybara(ctx: BenchContext, rounds: number, tls: boolean): Pro
         if (r.migrated === 1 && r.timings[0]) {
           starts.push(t);
           const p = r.timings[0];
+          stream.handoff(p.frozenAtUs ?? t, p.doneAtUs ?? Number(process.hrtime.bigint() / 1000n), t, Number(process.hrtime.bigint() / 1000n));
           phases.push({
             capture: p.captureUs!, freeze: p.freezeUs!, snapshot: p.snapshotUs!, shipAdopt: p.shipUs!, steer: p.steerUs!,
             release: p.releaseUs!, total: p.totalUs!, sourceBlackout: p.blackoutUs!, snapshotBytes: p.snapshotBytes!, forwardedSegments: p.forwardedSegments!,
+            ...(p.offerArrivedUs !== undefined ? { offerArrived: p.offerArrivedUs } : {}),
           });
           from = to;
         } else {
@@ -199,13 +257,13 @@ async function runCapybara(ctx: BenchContext, rounds: number, tls: boolean): Pro
         }
         await sleep(INTERVAL_MS);
       }
-      stream.child.kill('SIGTERM'); // the client reports what it saw and ends
+      stream.end();
       const report = await stream.report;
       // The TLS session must survive every migration: one handshake for the whole stream.
       if (tls && !report.error && report.tls?.handshakes !== 1) failures.push(`client: ${report.tls?.handshakes ?? 0} TLS handshakes (expected exactly one)`);
       return {
         target, attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
-        blackoutUs: attributeBlackouts(starts, report.gaps), phases, client: summarizeClient(report), command,
+        ...blackoutFields(blackouts(report, starts)), phases, client: summarizeClient(report), command,
       };
     } finally {
       await stopChild(stream.child);
@@ -356,6 +414,7 @@ async function runTcpRepair(ctx: BenchContext, rounds: number, forward: boolean)
           await byHost(to).next(['adopted'], 5000);
           starts.push(t);
           const n = (k: string) => Number(r[k]);
+          stream.handoff(n('frozenAtUs') || t, n('doneAtUs') || Number(process.hrtime.bigint() / 1000n), t, Number(process.hrtime.bigint() / 1000n));
           phases.push({
             freeze: n('freezeUs'), snapshot: n('snapshotUs'), shipAdopt: n('shipUs'), adopt: n('adoptUs'), steer: n('steerUs'),
             release: n('releaseUs'), total: n('totalUs'), snapshotBytes: n('snapshotBytes'), sndQueue: n('sndQueue'), rcvQueue: n('rcvQueue'),
@@ -370,12 +429,12 @@ async function runTcpRepair(ctx: BenchContext, rounds: number, forward: boolean)
         }
         await sleep(INTERVAL_MS);
       }
-      stream.child.kill('SIGTERM'); // the client reports what it saw and ends
+      stream.end();
       const report = await stream.report;
       await sleep(100); // the last grace ends
       return {
         target, attempted: rounds, migrated: starts.length, failures: clientFailures(report, failures),
-        blackoutUs: attributeBlackouts(starts, report.gaps), phases, client: summarizeClient(report), command,
+        ...blackoutFields(blackouts(report, starts)), phases, client: summarizeClient(report), command,
         ...(forward ? { stragglerForwards: agents.reduce((n, a) => n + a.count('straggled'), 0) } : {}),
       };
     } finally {
@@ -393,6 +452,7 @@ const PHASE_ROWS: [string, string][] = [
   ['capture', 'capture (app state)'],
   ['freeze', 'freeze'],
   ['snapshot', 'snapshot'],
+  ['offerArrived', 'offer reaches the target (lane, one clock)'],
   ['shipAdopt', 'ship + adopt'],
   ['adopt', 'adopt (target, part of ship)'],
   ['steer', 'steer (bpf map update)'],
@@ -414,10 +474,11 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     for (const target of targets) {
       ctx.progress.step(`migration ${target} (${rounds} migrations)`);
       ctx.log(`migration: ${target}, ${rounds} migrations every ${INTERVAL_MS} ms`);
-      const half = target === 'capybara' || target === 'capybara-tls'
-        ? await runCapybara(ctx, rounds, target === 'capybara-tls')
+      const half = target === 'capybara' || target === 'capybara-tls' || target === 'capybara-native'
+        ? await runCapybara(ctx, rounds, target)
         : await runTcpRepair(ctx, rounds, target === 'tcp_repair_fwd');
       ctx.log(`migration: ${target}: ${half.migrated}/${half.attempted} migrated, blackout p50 ${fmt(stats(half.blackoutUs).p50, 0)} us` +
+        `, worst pause during the command p50 ${fmt(stats(half.commandPauseUs).p50, 0)} us` +
         (half.failures.length ? `; ${half.failures.length} problem(s): ${half.failures[0]}` : ''));
       halves.push(half);
       ctx.progress.tick();
@@ -439,7 +500,11 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   const ratioOf = (a: Stats | undefined, b: Stats | undefined) => Object.fromEntries(PCTS.map((p) => [p, ratio(a?.[p], b?.[p])])) as Record<(typeof PCTS)[number], number | null>;
   const ratios: Record<string, { blackout: Record<string, number | null>; phases: Record<string, Record<string, number | null>> }> = {};
   // capybara against each kernel baseline, and what TLS adds to capybara's own handoff (the issue's target: <= 1.3x).
-  const pairs: [MigrationTarget, MigrationTarget][] = [...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara', b]), ['capybara-tls', 'capybara']];
+  const pairs: [MigrationTarget, MigrationTarget][] = [
+    ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara', b]),
+    ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara-native', b]),
+    ['capybara-native', 'capybara'], ['capybara-tls', 'capybara'],
+  ];
   for (const [a, b] of pairs) {
     if (!blackout[a] || !blackout[b]) continue;
     ratios[`${a}/${b}`] = {
@@ -478,9 +543,19 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     `One kernel TCP client in netns \`${ctx.plan.client.ns}\` streams 64-byte numbered messages (one in flight, every echo verified) to the VIP`,
     `${ctx.plan.vip} through the XDP balancer in \`lb\`; the connection is migrated hostA <-> hostB ${rounds} times, one every ${INTERVAL_MS} ms.`,
-    'A migration\'s blackout is the longest pause between two echoes the client saw that overlaps it (the client reports pauses',
-    `above ${CLIENT_GAP_US} µs, so 0 means no pause above that), as in \`capybara demo\`. The targets run one after the other.`,
+    'The client is `build/stream_client` (perf/stream_client.c: C, no garbage collector or event loop between two echoes; the Node',
+    'client pauses for about a millisecond now and then by itself) except for capybara-tls, where it is Node\'s tls. It keeps the',
+    'arrival time of every echo on the monotonic clock the runtimes and the agents read too. A migration\'s **blackout** is the',
+    'longest interval between two echoes that overlaps its handoff, from the instant the source froze the flow to the instant the',
+    'handoff was done there (the target\'s answer, or the forward after it), so it is at least one echo round trip, and it includes',
+    'any pause the machine caused meanwhile. "Command" is the same over the whole operator command (the ping before the freeze,',
+    'the answer after): the pause a migration costs the client on this 2-core machine from the runtimes\' own activity. The targets',
+    'run one after the other.',
     '',
+    '- **capybara-native**: `capybara serve echo --native` (the echo runs on the engine thread), the flow moved through the engines\'',
+    '  migration lane (native/mig/lane.h): one engine call freezes, snapshots, seals and sends the offer as a datagram; the',
+    '  target\'s engine opens it, adopts, binds the flow to its native echo, steers the balancer and answers in the same round;',
+    '  segments that reach the source meanwhile follow at once. No JavaScript on either side between the call and the answer.',
     '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP), `migrate` on the source runtime\'s admin socket: freeze, CTCP',
     '  snapshot, sealed ship to the peer and adopt, redirect-table update, forward what was held (and again after a 50 ms grace).',
     '- **capybara-tls**: the same servers with `--tls-cert/--tls-key` (RSA-2048 leaf for the VIP from a throwaway CA) and the same client',
@@ -497,6 +572,8 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     `  moment); the old socket is kept 50 ms for stragglers (late bytes in ${lateShare('tcp_repair_fwd')} migrations, stragglers in ${stragglers}).`,
     '',
     markdownTable(['blackout', 'p50', 'p90', 'p99', 'max', 'migrated', 'no pause', '>= 150 ms', 'problems'], blackoutRows),
+    '',
+    markdownTable(['worst pause during the command', 'p50', 'p90', 'p99', 'max'], halves.map((h) => [h.target, ...cells(stats(h.commandPauseUs))])),
     '',
     'Ratios are capybara divided by the baseline: below 1.00x capybara is faster; capybara-tls / capybara is what TLS adds to the',
     'same handoff (the issue\'s target is within 1.30x). tcp_repair is bimodal: a handoff during which',
@@ -532,6 +609,7 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   for (const [k, label] of [['p50Us', 'p50'], ['p90Us', 'p90'], ['p99Us', 'p99'], ['maxUs', 'max']] as const) {
     measures.push({ name: `blackout ${label}`, unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.blackout[k]])) });
   }
+  measures.push({ name: 'pause during the command p50', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, stats(h.commandPauseUs).p50])) });
   measures.push({ name: 'handoff total p50 (source)', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.total.p50Us])) });
   measures.push({ name: 'migrations >= 150 ms blackout', unit: 'count', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, h.blackoutUs.filter((v) => v >= 150_000).length])) });
   const plots: PlotFiles[] = [

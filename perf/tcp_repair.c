@@ -547,9 +547,9 @@ static void agent_migrate(struct agent *ag) {
   uint64_t t5 = now_us();
   ag->migrations++;
   emit("{\"event\":\"migrated\",\"from\":\"%s\",\"freezeUs\":%llu,\"snapshotUs\":%llu,\"shipUs\":%llu,\"adoptUs\":%u,"
-       "\"steerUs\":%u,\"releaseUs\":%llu,\"totalUs\":%llu,\"snapshotBytes\":%u,\"sndQueue\":%u,\"rcvQueue\":%u,\"lateBytes\":%u,\"forwardedBytes\":%u,\"steered\":%s%s%s%s%s%s%s}",
+       "\"steerUs\":%u,\"releaseUs\":%llu,\"totalUs\":%llu,\"frozenAtUs\":%llu,\"doneAtUs\":%llu,\"snapshotBytes\":%u,\"sndQueue\":%u,\"rcvQueue\":%u,\"lateBytes\":%u,\"forwardedBytes\":%u,\"steered\":%s%s%s%s%s%s%s}",
        ag->name, (unsigned long long)(t1 - t0), (unsigned long long)(t2 - t1), (unsigned long long)(t3 - t2), ans.us,
-       ans.steer_us, (unsigned long long)(t5 - t3), (unsigned long long)(t5 - t0), len, s.sndq_len, s.rcvq_len, late,
+       ans.steer_us, (unsigned long long)(t5 - t3), (unsigned long long)(t5 - t0), (unsigned long long)t0, (unsigned long long)t5, len, s.sndq_len, s.rcvq_len, late,
        ag->forward && fwd_rc == 0 ? late : 0, steer_rc == 0 ? "true" : "false", steer_rc ? ",\"steerError\":\"" : "",
        steer_rc ? strerror(-steer_rc) : "", steer_rc ? "\"" : "", fwd_rc ? ",\"forwardError\":\"" : "", fwd_rc ? strerror(-fwd_rc) : "",
        fwd_rc ? "\"" : "");

@@ -31,7 +31,7 @@ export function adminSocketPath(name: string, dir = adminDir()): string {
 export function stackAdminHandlers(stack: Stack, info: Record<string, unknown> = {}): Record<string, AdminHandler> {
   const owner = typeof info.name === 'string' ? info.name : null;
   return {
-    stats: () => ({ ...stack.stats(), migration: stack.migrator?.stats ?? null }),
+    stats: () => ({ ...stack.stats(), migration: stack.migrator?.stats ?? null, lane: stack.migrator ? stack.engine.laneStats?.() ?? null : null }),
     flows: () => {
       const conns = new Map(stack.connections().map((c) => [c.id, c]));
       return stack.flows().map((f) => ({ ...f, owner, migrations: conns.get(f.id)?.migrations ?? 0 }));
@@ -45,8 +45,13 @@ export function stackAdminHandlers(stack: Stack, info: Record<string, unknown> =
       if (typeof to !== 'string' || !m.peers().includes(to)) throw new ConfigError(`--to must name a peer (${m.peers().join(', ') || 'none'})`);
       const appConns = stack.connections().filter((c) => c.localPort !== m.port && c.remotePort !== m.port && !c.destroyed && !c.migrating);
       const which = req.flow === 'all' ? appConns : appConns.filter((c) => c.id === req.flow);
-      if (which.length === 0 && req.flow !== 'all') throw new ConfigError(`no open application connection with id ${String(req.flow)}`);
-      const results = await Promise.allSettled(which.map((c) => stack.migrate(c, to)));
+      // Flows with no connection object are served by a native app on the engine thread: they move through
+      // the engines' lane (the engine refuses, ENOENT, any that is not native).
+      const known = new Set(stack.connections().map((c) => c.id));
+      const native = stack.engine.laneMigrate ? stack.flows().filter((f) => !known.has(f.id) && f.localPort !== m.port &&
+        f.remotePort !== m.port && f.state === 'ESTABLISHED' && (req.flow === 'all' || f.id === req.flow)) : [];
+      if (which.length === 0 && native.length === 0 && req.flow !== 'all') throw new ConfigError(`no open application connection with id ${String(req.flow)}`);
+      const results = await Promise.allSettled([...which.map((c) => stack.migrate(c, to)), ...native.map((f) => m.migrateNative(f.id, to))]);
       const timings = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
       const errors = results.flatMap((r) => (r.status === 'rejected' ? [{ code: (r.reason as CapybaraError).code ?? 'ERR', message: String((r.reason as Error).message) }] : []));
       return { migrated: timings.length, failed: errors.length, timings, errors };

@@ -6,11 +6,11 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type {
-  Engine, EngineOptions, EngineStats, EventType, FlowInfo, SecureContext, SecureContextOptions, TlsInfo,
+  Engine, EngineOptions, EngineStats, EventType, FlowInfo, LaneOutcome, LaneStats, SecureContext, SecureContextOptions, TlsInfo,
 } from '../native/addon/binding.js';
 import { AddonError } from './errors.js';
 
-export type { EngineOptions, EngineStats, FlowInfo, SecureContextOptions, TlsInfo };
+export type { EngineOptions, EngineStats, FlowInfo, LaneOutcome, LaneStats, SecureContextOptions, TlsInfo };
 export type NativeSecureContext = SecureContext;
 export type EngineInstance = Engine;
 export type EngineConstructor = new (opts: EngineOptions, onEvents: (events: number[]) => void) => Engine;
@@ -32,6 +32,8 @@ export const EV_CONNECTED: EventType.Connected = 2;
 export const EV_READABLE: EventType.Readable = 3;
 export const EV_WRITABLE: EventType.Writable = 4;
 export const EV_CLOSED: EventType.Closed = 5;
+export const EV_LANE_OUT: EventType.LaneOut = 32;
+export const EV_LANE_IN: EventType.LaneIn = 33;
 
 let injected: Binding | undefined;
 let loaded: Binding | undefined;

@@ -6,7 +6,7 @@ import { Connection, type ConnectionOptions } from './connection.js';
 import { ConfigError, StackClosedError, deviceOpenError, fromAddonError } from './errors.js';
 import type { FlowEvents, FlowOwner, ListenerEvents } from './internal.js';
 import {
-  EV_ACCEPTABLE, EV_CLOSED, EV_CONNECTED, EV_READABLE, EV_WRITABLE, loadBinding,
+  EV_ACCEPTABLE, EV_CLOSED, EV_CONNECTED, EV_LANE_IN, EV_LANE_OUT, EV_READABLE, EV_WRITABLE, loadBinding,
   type Binding, type EngineInstance, type EngineOptions, type EngineStats, type FlowInfo,
 } from './native.js';
 import { engineOptions, isIPv4, type Tuning } from './options.js';
@@ -254,6 +254,10 @@ export class Stack extends EventEmitter implements FlowOwner {
   #dispatch(type: number, id: number, err: number): void {
     if (type === EV_ACCEPTABLE) {
       this.#listeners.get(id)?.onAcceptable();
+      return;
+    }
+    if (type === EV_LANE_OUT || type === EV_LANE_IN) {
+      this.#migrator?.onLaneEvent(type === EV_LANE_OUT ? 'out' : 'in', id, err);
       return;
     }
     const flow = this.#flows.get(id);

@@ -9,7 +9,7 @@ import { DEFAULT_NAME } from './serve.js';
 
 function statsText(s: EngineStats): string {
   const rows: (string | number)[][] = [];
-  for (const section of ['tcp', 'ip', 'dev', 'arena', 'migration'] as const) {
+  for (const section of ['tcp', 'ip', 'dev', 'arena', 'migration', 'lane'] as const) {
     const obj = (s as unknown as Record<string, Record<string, unknown>>)[section] ?? {};
     for (const [k, v] of Object.entries(obj)) rows.push([`${section}.${k}`, String(v)]);
   }
@@ -32,7 +32,7 @@ export const ctlCommand: Command = {
   summary: "query a running runtime through its admin socket",
   usage: 'capybara ctl [--on hostA | --name NAME] stats|flows|peers|migrate <flowId|all> --to PEER|rotate-key --key-file F [--epoch N] [--json]',
   help: `Requests:
-  stats                       engine counters (tcp, ip, dev, arena, migration)
+  stats                       engine counters (tcp, ip, dev, arena, migration, lane)
   flows                       every flow with state, addresses, windows, RTT, owner and migration count
   peers                       the runtimes this one migrates to and from
   migrate <flowId|all> --to P move one connection (or every application connection) to peer P;

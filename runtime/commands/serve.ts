@@ -97,7 +97,8 @@ Options:
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
   --native         run the app in C on the engine thread (echo, sockperf): no JavaScript per request;
-                   its connections are not JS Connections, so they do not migrate
+                   with --peers its connections migrate engine to engine through the migration lane
+                   (IPv4 protocol 253, sealed with keys from the migration channel), no JS on the way
   --spin-us N      how long the engine busy-polls after activity before sleeping (default 50)
   --json           print the listening line as JSON
   --backends LIST  l7: the backends objects are hashed over, this host included (default: this host and
@@ -247,6 +248,8 @@ async function serve(p: ServeParams, io: Io): Promise<number> {
   try {
     if (p.native) {
       listenNative(stack, p);
+      // Native flows migrate engine to engine through the lane; the channel (for keys and pings) is the same.
+      if (p.peers) await enableMigration(stack, p);
     } else {
       instance = await listenJs(stack, p, io);
     }
@@ -289,6 +292,14 @@ function appContext(stack: Stack, p: ServeParams): AppContext {
   return ctx;
 }
 
+async function enableMigration(stack: Stack, p: ServeParams): Promise<void> {
+  const balancer = await balancerSteering();
+  stack.enableMigration({
+    name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
+    peers: p.peers ?? [], steer: balancer?.steer, owner: balancer?.owner, lane: balancer?.lane, faults: migrationFaultsFromEnv(),
+  });
+}
+
 async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<AppInstance | undefined> {
   const spec = APPS[p.app];
   const instance = spec.instance?.(appContext(stack, p));
@@ -298,11 +309,7 @@ async function listenJs(stack: Stack, p: ServeParams, io: Io): Promise<AppInstan
   p.tls?.key.fill(0); // the key lives in the engine's TLS context now
   server.on('tlsClientError', (err: Error) => io.err(`capybara serve: TLS handshake: ${err.message}`));
   if (p.peers) {
-    const balancer = await balancerSteering();
-    stack.enableMigration({
-      name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
-      peers: p.peers, steer: balancer?.steer, owner: balancer?.owner, faults: migrationFaultsFromEnv(),
-    });
+    await enableMigration(stack, p);
     // accept_migrated: the app continues the moved connection from the state its source captured
     // (stateless apps simply start on it; bytes the source app had not read come first either way).
     server.on('migrated', (conn: Connection, userData: Uint8Array) => {

@@ -17,6 +17,10 @@ export interface StreamReport {
   bytes: number;
   bad: number;
   gaps: [number, number][];
+  /** Per window "W T0 T1" written on stdin: the longest interval between two echoes overlapping it (µs). */
+  windows?: number[];
+  /** Where in each window that longest interval began, µs from the window's start (the C client says). */
+  windowsAt?: number[];
   error: string | null;
   /** TLS runs only: negotiated protocol and cipher, and how many handshakes the client made. */
   tls?: { protocol: string | null; cipher: string | null; handshakes: number };
@@ -51,12 +55,43 @@ let last = 0;
 let error: string | null = null;
 const gaps: [number, number][] = [];
 let stopAt = 0;
+// Every echo's arrival, for the windows (perf/stream_client.c does the same in C).
+let echoTimes = new Float64Array(1 << 16);
+const windowLines: [number, number][] = [];
+let stdinBuf = '';
+// Windows mode (CAPYBARA_STREAM_WINDOWS=1, the benchmark): window lines on stdin, and its end stops the run.
+if (process.env.CAPYBARA_STREAM_WINDOWS === '1') {
+  process.stdin.setEncoding('utf8').on('data', (d: string) => {
+    stdinBuf += d;
+    let nl: number;
+    while ((nl = stdinBuf.indexOf('\n')) >= 0) {
+      const m = /^W (\d+) (\d+)$/.exec(stdinBuf.slice(0, nl));
+      if (m) windowLines.push([Number(m[1]), Number(m[2])]);
+      stdinBuf = stdinBuf.slice(nl + 1);
+    }
+  });
+  process.stdin.on('end', () => finish());
+}
+
+function windowMax(t0: number, t1: number): number {
+  let lo = 0;
+  let hi = echoed;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (echoTimes[mid]! < t0) lo = mid + 1;
+    else hi = mid;
+  }
+  let worst = 0;
+  for (let i = lo > 0 ? lo - 1 : 0; i + 1 < echoed && echoTimes[i]! <= t1; i++) worst = Math.max(worst, echoTimes[i + 1]! - echoTimes[i]!);
+  return worst;
+}
 
 let finished = false;
 function finish(): void {
   if (finished) return;
   finished = true;
   const report: StreamReport = { sent, echoed, bytes: echoed * MSG, bad, gaps, error };
+  if (windowLines.length > 0) report.windows = windowLines.map(([a, b]) => windowMax(a, b));
   if (sock instanceof tls.TLSSocket) report.tls = { protocol: sock.getProtocol(), cipher: sock.getCipher()?.name ?? null, handshakes };
   sock.destroy();
   // A long run's report is megabytes: exit only once the pipe took all of it.
@@ -77,8 +112,14 @@ sock.on('data', (d: Buffer) => {
     const m = pending.subarray(0, MSG);
     pending = pending.subarray(MSG);
     if (!m.equals(message(echoed))) bad++;
-    echoed++;
     const t = now();
+    if (echoed === echoTimes.length) {
+      const grown = new Float64Array(echoTimes.length * 2);
+      grown.set(echoTimes);
+      echoTimes = grown;
+    }
+    echoTimes[echoed] = t;
+    echoed++;
     if (t - last > GAP_US) gaps.push([last, t - last]);
     last = t;
   }

@@ -75,6 +75,8 @@ export class MigrationChannel extends EventEmitter<MigrationChannelEvents> {
   /** The error that closed the channel, if one did. */
   get error(): ChannelError | null { return this.#error; }
   get keyEpoch(): number { return this.#session.keyEpoch; }
+  /** The engines' lane keys of this session (see ChannelSession.laneKeys). */
+  get laneKeys(): ChannelSession['laneKeys'] { return this.#session.laneKeys; }
 
   /**
    * Sends a message (queued until the handshake finished). Returns false when the transport wants the

@@ -72,6 +72,8 @@ export function migrationFaultsFromEnv(spec = process.env.CAPYBARA_MIGRATION_FAU
 export interface BalancerHooks {
   steer: NonNullable<MigratorOptions['steer']>;
   owner: NonNullable<MigratorOptions['owner']>;
+  /** The same table for the engines' migration lane (native flows), when the addon can write it. */
+  lane?: NonNullable<MigratorOptions['lane']>;
 }
 
 /**
@@ -96,13 +98,14 @@ export async function balancerSteering(): Promise<BalancerHooks | undefined> {
   const fd = binding.lbOpen ? binding.lbOpen(join(lb.pinDir, 'lb_redirect')) : -1;
   if (fd >= 0 && binding.lbRedirect) {
     const index = new Map(lb.backends().map((b) => [b.name, b.index]));
+    const lane = { kind: 'lb' as const, where: join(lb.pinDir, 'lb_redirect'), backends: index };
     const steer = async (flow: FlowKey, peer: string): Promise<void> => {
       const b = index.get(peer);
       if (b === undefined) throw new ConfigError(`the balancer has no backend called ${peer}`);
       const rc = binding.lbRedirect!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, b);
       if (rc < 0) throw new ConfigError(`redirect table update failed (errno ${-rc})`);
     };
-    return { steer, owner };
+    return { steer, owner, lane };
   }
   const steer = (flow: FlowKey, peer: string) => lb.redirect({ src: flow.remoteAddress, sport: flow.remotePort, dst: flow.localAddress, dport: flow.localPort }, peer);
   return { steer, owner };

@@ -5,6 +5,8 @@
 //                             info = "capybara channel v1 " dir | u32 keyEpoch | u8 len | initiator name
 //                                    | u8 len | responder name), 44 bytes = 32 key | 12 iv
 //                 for dir "i2r" (initiator to responder) and "r2i"
+//   lane        = the same with dir "lane i2r" / "lane r2i" (the engines' datagrams, native/mig/lane.h),
+//                 named on the wire by HKDF(..., info = "capybara channel v1 lane id" | u32 keyEpoch | names), 8 bytes
 //   nonce(seq)  = iv XOR (4 zero bytes | u64 seq big-endian)          (as TLS 1.3 and RFC 8446 §5.3)
 //   AEAD        = AES-256-GCM, 16-byte tag
 //
@@ -53,17 +55,33 @@ export interface SessionKeys {
 }
 
 export function sessionKeys(clusterKey: Uint8Array, keyEpoch: number, initiator: string, responder: string,
-  saltI: Uint8Array, saltR: Uint8Array): SessionKeys {
+  saltI: Uint8Array, saltR: Uint8Array, use = ''): SessionKeys {
   const salt = Buffer.concat([saltI, saltR]);
   const names = Buffer.concat([u32le(keyEpoch), nameField(initiator), nameField(responder)]);
   const derive = (dir: string): DirectionKeys => {
-    const info = Buffer.concat([Buffer.from(LABEL + dir), names]);
+    const info = Buffer.concat([Buffer.from(LABEL + use + dir), names]);
     const okm = Buffer.from(hkdfSync('sha256', clusterKey, salt, info, KEY_BYTES + IV_BYTES));
     const keys = { key: Buffer.from(okm.subarray(0, KEY_BYTES)), iv: Buffer.from(okm.subarray(KEY_BYTES)) };
     okm.fill(0);
     return keys;
   };
   return { i2r: derive('i2r'), r2i: derive('r2i') };
+}
+
+/** The engines' migration lane (native/mig/lane.h) under one channel session: its own keys per direction
+ *  (labels "lane i2r" / "lane r2i", same inputs as the channel's) and an 8-byte id naming them on the wire. */
+export interface LaneKeys extends SessionKeys {
+  readonly id: Buffer;
+}
+
+export function laneKeys(clusterKey: Uint8Array, keyEpoch: number, initiator: string, responder: string,
+  saltI: Uint8Array, saltR: Uint8Array): LaneKeys {
+  const lane = sessionKeys(clusterKey, keyEpoch, initiator, responder, saltI, saltR, 'lane ');
+  const salt = Buffer.concat([saltI, saltR]);
+  const info = Buffer.concat([Buffer.from(`${LABEL}lane id`), u32le(keyEpoch), nameField(initiator), nameField(responder)]);
+  const id = Buffer.from(hkdfSync('sha256', clusterKey, salt, info, 8));
+  if (id.every((b) => b === 0)) id[0] = 1; // 0 means "no key" to the engine
+  return { ...lane, id };
 }
 
 export function wipeKeys(k: DirectionKeys | null | undefined): void {

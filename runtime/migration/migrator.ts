@@ -17,6 +17,7 @@ import { ChannelError } from './errors.js';
 import { MigrationDedupe } from './dedupe.js';
 import type { FlowKey, ForwardedSegment, ForwardMessage, MigrationMessage, OfferMessage } from './messages.js';
 import { MAX_FORWARD_SEGMENTS } from './messages.js';
+import { MigrationLane, type LaneSteering } from './lane.js';
 import { MigrationTrace } from './trace.js';
 import { warmUpMigrationPath } from './warmup.js';
 import type { Connection } from '../connection.js';
@@ -56,6 +57,8 @@ export interface MigratorOptions {
    * but never says so, as if every 'adopted' were lost on the way; one that drops offers never sees them.
    */
   faults?: { dropAnswers?: boolean; dropOffers?: boolean };
+  /** How the engines' migration lane (native flows) reaches the balancer; without it the lane does not steer. */
+  lane?: LaneSteering;
 }
 
 /** Per-phase times of one migration, microseconds, measured on the source. */
@@ -72,6 +75,14 @@ export interface MigrationTimings {
   totalUs: number;
   snapshotBytes: number;
   forwardedSegments: number;
+  /** 'lane' for a native flow moved engine to engine (freezeUs then covers freeze + snapshot + send). */
+  path?: 'channel' | 'lane';
+  /** When the flow stopped here and when the handoff was done (the answer, or the forward after it): µs on
+   *  the monotonic clock, which every process of a machine shares (a client can match its pauses to them). */
+  frozenAtUs?: number;
+  doneAtUs?: number;
+  /** Lane: the offer reached the target this long after the call (one machine: the clocks agree). */
+  offerArrivedUs?: number;
 }
 
 export interface MigrateOptions {
@@ -194,6 +205,7 @@ export class Migrator {
   readonly #tlsLayers; // tcp, tls, app: connections with TLS (their record holds keys)
   #server: Server | null = null;
   #nextId = 1;
+  readonly #lane: MigrationLane;
   #closed = false;
   // unanswered: migrations whose answer never came but the balancer showed the target owning the flow
   readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0 };
@@ -210,6 +222,7 @@ export class Migrator {
 
   constructor(host: MigrationHost, opts: MigratorOptions) {
     this.#host = host;
+    this.#lane = new MigrationLane(() => this.#host.engine, opts.name, opts.lane);
     this.#opts = { ...opts, clusterKey: Buffer.from(opts.clusterKey) }; // our copy: rotateKey replaces and wipes it
     this.name = opts.name;
     this.#port = opts.port ?? DEFAULT_PORT;
@@ -249,6 +262,7 @@ export class Migrator {
 
   /** Listens for peers' channels on the stack's own address. */
   start(): void {
+    this.#lane.start();
     this.#server = this.#host.createServer((conn) => this.#accept(conn));
     this.#server.listen(this.#port);
     this.#warmup = warmUpMigrationPath(200, 5);
@@ -256,6 +270,7 @@ export class Migrator {
 
   close(): void {
     this.#closed = true;
+    this.#lane.close();
     this.#warmup?.stop();
     this.#server?.close();
     for (const p of this.#pending.values()) p.reject(new MigrationError('ERR_MIGRATION_CLOSED', 'runtime closing'));
@@ -330,6 +345,7 @@ export class Migrator {
       this.#failPending(ch);
     });
     void ch.ready.then((peer) => {
+      if (conn.remoteAddress) this.#lane.attach(ch, peer, conn.remoteAddress);
       if (!this.#channels.has(peer)) this.#channels.set(peer, Promise.resolve(ch));
       ch.on('close', () => {
         void this.#channels.get(peer)?.then((c) => { if (c === ch) this.#channels.delete(peer); }, () => {});
@@ -397,6 +413,7 @@ export class Migrator {
       });
       try {
         await Promise.race([ch.ready, late]);
+        this.#lane.attach(ch, peer, p.address);
       } catch (err) {
         ch.close();
         conn.destroy();
@@ -663,8 +680,56 @@ export class Migrator {
     this.stats.out++;
     return {
       migrationId, peer, captureUs, freezeUs, snapshotUs, shipUs, steerUs, releaseUs,
-      blackoutUs, totalUs: us(t0), snapshotBytes, forwardedSegments,
+      blackoutUs, totalUs: us(t0), snapshotBytes, forwardedSegments, path: 'channel',
+      frozenAtUs: Number(tCapture / 1000n), doneAtUs: Number(tCapture / 1000n) + blackoutUs,
     };
+  }
+
+  /**
+   * Moves a flow served by a native app on the engine thread (serve --native) to peer through the engines'
+   * migration lane: after the ping (as for migrate()), one engine call freezes, snapshots and sends; the
+   * target's engine adopts, steers and answers with no JavaScript on either side until the outcome.
+   */
+  async migrateNative(flowId: number, peer: string, opts: { timeoutMs?: number } = {}): Promise<MigrationTimings> {
+    if (this.#closed) throw new MigrationError('ERR_MIGRATION_CLOSED', 'migrator closed');
+    if (!this.#lane.available) throw new MigrationError('ERR_MIGRATION_LANE', 'this engine has no migration lane');
+    const t0 = process.hrtime.bigint();
+    const p = this.#peers.get(peer);
+    const ch = await this.#channel(peer).catch((err: unknown) => {
+      this.stats.failed++;
+      throw err instanceof MigrationError ? err : new MigrationError('ERR_MIGRATION_NO_PEER', `peer ${peer} unreachable: ${(err as Error).message}`, { cause: err });
+    });
+    try {
+      await this.#alive(ch, peer, PING_TIMEOUT_MS);
+    } catch (err) {
+      this.stats.failed++;
+      ch.close();
+      throw err;
+    }
+    const migrationId = this.#nextId++;
+    try {
+      const r = await this.#lane.migrate(flowId, p!.address, migrationId, this.epoch, opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000);
+      this.stats.out++;
+      // The engine measures the answer from the instant of the call (its clock is this one).
+      const blackoutUs = Math.max(r.callUs, r.answeredUs);
+      return {
+        migrationId, peer, captureUs: 0, freezeUs: r.callUs, snapshotUs: 0, shipUs: r.answeredUs, steerUs: 0, releaseUs: 0, offerArrivedUs: r.targetAtUs,
+        blackoutUs, totalUs: us(t0), snapshotBytes: r.snapshotBytes, forwardedSegments: r.forwarded, path: 'lane',
+        frozenAtUs: r.calledAtUs, doneAtUs: r.calledAtUs + blackoutUs,
+      };
+    } catch (err) {
+      this.stats.failed++;
+      throw err;
+    }
+  }
+
+  /** @internal The engine's lane decided a migration from here (EV_LANE_OUT) or adopted a flow (EV_LANE_IN). */
+  onLaneEvent(type: 'out' | 'in', id: number, err: number): void {
+    if (type === 'out') this.#lane.onOut(id, err);
+    else {
+      this.#lane.onIn();
+      this.stats.in++;
+    }
   }
 
   /** The end of what was written to the channel so far in its TCP sequence space, and the retransmissions until now. */
@@ -845,6 +910,9 @@ export class Migrator {
     // threads, which on a small machine compete with this one for the CPU, so it leaves after this turn
     // has handed the connection to the app and injected what was forwarded along with the offer.
     setImmediate(() => {
+      // The client's segment the source held usually reaches us (forwarded) while this turn adopts: take it
+      // in now, so the app answers the client before the answer's wake-ups compete with it for the CPU.
+      this.#host.engine.pollEvents?.();
       if (ch.closed || this.#opts.faults?.dropAnswers) return;
       try {
         ch.send({ type: 'adopted', migrationId: m.migrationId, epoch: m.epoch });

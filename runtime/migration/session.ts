@@ -31,8 +31,8 @@ import { ByteReader, ByteWriter } from '../../stack/bytes.js';
 import { ChannelError } from './errors.js';
 import { FrameDecoder, frame } from './frame.js';
 import {
-  MAC_BYTES, SALT_BYTES, TAG_BYTES, helloKey, helloMac, open, seal, sessionKeys, wipeKeys,
-  type DirectionKeys, type SessionKeys,
+  MAC_BYTES, SALT_BYTES, TAG_BYTES, helloKey, helloMac, laneKeys, open, seal, sessionKeys, wipeKeys,
+  type DirectionKeys, type LaneKeys, type SessionKeys,
 } from './keys.js';
 import { decodeMessage, encodeMessage, type MigrationMessage } from './messages.js';
 import { SlidingWindow } from './window.js';
@@ -268,6 +268,7 @@ export class ChannelSession {
     this.#send = null;
     for (const r of this.#recv.values()) wipeKeys(r.keys);
     this.#recv.clear();
+    this.#wipeLane();
     this.#decoder.wipe();
     this.#blockedOn = null;
   }
@@ -437,6 +438,26 @@ export class ChannelSession {
   #derive(key: Uint8Array, epoch: number): SessionKeys {
     const [nameI, nameR] = this.role === 'initiator' ? [this.name, this.#peer!] : [this.#peer!, this.name];
     const [saltI, saltR] = this.role === 'initiator' ? [this.#salt, this.#peerSalt!] : [this.#peerSalt!, this.#salt];
+    this.#wipeLane();
+    this.#lane = laneKeys(key, epoch, nameI, nameR, saltI, saltR);
     return sessionKeys(key, epoch, nameI, nameR, saltI, saltR);
+  }
+
+  #lane: LaneKeys | null = null;
+
+  /**
+   * The lane keys of the newest key epoch, this side's way round ({id, tx, rx}); null before the peer's
+   * HELLO and after close. The engine copies them (engine.laneKey); these buffers are wiped on close.
+   */
+  get laneKeys(): { id: Buffer; tx: DirectionKeys; rx: DirectionKeys } | null {
+    const l = this.#lane;
+    if (!l || this.#state === 'closed') return null;
+    return this.role === 'initiator' ? { id: l.id, tx: l.i2r, rx: l.r2i } : { id: l.id, tx: l.r2i, rx: l.i2r };
+  }
+
+  #wipeLane(): void {
+    wipeKeys(this.#lane?.i2r);
+    wipeKeys(this.#lane?.r2i);
+    this.#lane = null;
   }
 }

@@ -270,12 +270,12 @@ export async function withCapture<T>(fn: (cap: Capture) => Promise<T>): Promise<
 }
 
 /** For a describe block: the testbed with the balancer and `serve APP --on H` on each host; stopped after. */
-export function useServes(app: string, port: number, hosts: readonly Host[] = HOSTS): void {
+export function useServes(app: string, port: number, hosts: readonly Host[] = HOSTS, extra: readonly string[] = []): void {
   const servers: Running[] = [];
   let teardown: (() => Promise<void>) | undefined;
   before(async () => {
     teardown = await useLbTestbed();
-    for (const h of hosts) servers.push(await startServe(app, h, port, h));
+    for (const h of hosts) servers.push(await startServe(app, h, port, h, 30_000, [...extra]));
   });
   after(async () => {
     for (const s of servers) await s.stop();

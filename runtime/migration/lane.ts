@@ -1,0 +1,152 @@
+// The runtime's side of the engines' migration lane (native/mig/lane.h): flows served by a native app on
+// the engine thread migrate engine to engine, with no JavaScript between the call and the target's answer.
+// This file gives the engine what it cannot know itself — the lane keys of every channel session (derived
+// by the channel handshake, runtime/migration/keys.ts laneKeys), the balancer's table and this runtime's
+// backend in it — starts migrations and turns the engine's outcome events into promises.
+import { CapybaraError, errnoName } from '../errors.js';
+import type { EngineInstance, LaneOutcome } from '../native.js';
+import type { MigrationChannel } from './channel.js';
+
+/** How the engine reaches the balancer: the XDP balancer's pinned redirect map or a mem: switch. */
+export interface LaneSteering {
+  kind: 'lb' | 'mem';
+  /** The pinned map's path (lb) or the switch's wire name (mem). */
+  where: string;
+  /** Backend number (lb backend index, mem switch port) of every runtime by name. */
+  backends: ReadonlyMap<string, number>;
+}
+
+/** What one lane migration cost (µs) and carried. */
+export interface LaneResult {
+  calledAtUs: number; // when the call began (monotonic µs): the flow froze within it
+  callUs: number;   // freeze + snapshot + seal + send, on the caller's thread
+  answeredUs: number;
+  /** The offer's arrival at the target (from the call; meaningful when both runtimes share a clock). */
+  targetAtUs: number;
+  forwarded: number;
+  snapshotBytes: number;
+}
+
+export class LaneError extends CapybaraError {
+  readonly errno: number;
+  constructor(code: string, errno: number, message: string) {
+    super(code, message);
+    this.errno = errno;
+  }
+}
+
+const ENOENT = 2;
+const EBUSY = 16;
+const ETIMEDOUT = 110;
+/** A JS-side bound on waiting for the engine's outcome beyond the budget (the engine always decides). */
+const OUTCOME_SLACK_MS = 5000;
+
+export class MigrationLane {
+  readonly #engine: () => EngineInstance;
+  readonly #name: string;
+  readonly #backends: ReadonlyMap<string, number>;
+  readonly #waiting = new Map<number, (err: number) => void>();
+  /** Adoptions through the lane (the engine's native app serves them; counted for `ctl stats`). */
+  adoptedIn = 0;
+
+  constructor(engine: () => EngineInstance, name: string, steering?: LaneSteering) {
+    this.#engine = engine;
+    this.#name = name;
+    this.#backends = steering?.backends ?? new Map();
+    this.#steering = steering;
+  }
+
+  readonly #steering: LaneSteering | undefined;
+
+  /** Tells the engine how to steer (once, when the runtime starts migrating). */
+  start(): void {
+    const steering = this.#steering;
+    const self = steering?.backends.get(this.#name);
+    const e = this.#engine();
+    if (steering && self !== undefined && e.laneSteer) {
+      const rc = e.laneSteer(steering.kind, steering.where, self);
+      if (rc < 0) throw new LaneError('ERR_MIGRATION_LANE', rc, `the lane cannot steer through ${steering.where} (${errnoName(rc)})`);
+    }
+  }
+
+  /** Whether this engine has a lane (test bindings and older builds do not). */
+  get available(): boolean {
+    return typeof this.#engine().laneMigrate === 'function';
+  }
+
+  /**
+   * Gives the engine the lane keys of a channel to peer (at its address) once it is ready and again after
+   * each key rotation; the keys are forgotten when the channel closes.
+   */
+  attach(ch: MigrationChannel, peer: string, address: string): void {
+    if (!this.available) return;
+    const ids: Buffer[] = [];
+    const install = () => {
+      const k = ch.laneKeys;
+      if (!k) return;
+      const rc = this.#engine().laneKey!(address, k.id, k.tx.key, k.tx.iv, k.rx.key, k.rx.iv, this.#backends.get(peer) ?? -1);
+      if (rc === 0) ids.push(Buffer.from(k.id));
+    };
+    install();
+    ch.on('rekeyed', install);
+    ch.once('close', () => {
+      try {
+        for (const id of ids) this.#engine().laneDropKey?.(address, id);
+      } catch {
+        // the stack closed first: its engine, lane and keys are gone with it
+      }
+    });
+  }
+
+  /**
+   * Moves native flow flowId to the peer at address; resolves once the target owns it, rejects (the flow
+   * runs on here) when the engine refused to start or the target refused or never answered.
+   */
+  async migrate(flowId: number, address: string, migrationId: number, epoch: number, budgetMs: number): Promise<LaneResult> {
+    const e = this.#engine();
+    const decided = new Promise<number>((resolve) => this.#waiting.set(migrationId, resolve));
+    const t0 = process.hrtime.bigint();
+    const rc = e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs);
+    const callUs = Number(process.hrtime.bigint() - t0) / 1000;
+    if (rc < 0) {
+      this.#waiting.delete(migrationId);
+      // Not native, or not now (replies still waiting to be sent, already moving): the caller may try again later.
+      const transient = rc === -ENOENT || rc === -EBUSY;
+      throw new LaneError(transient ? 'ERR_MIGRATION_STATE' : 'ERR_MIGRATION_LANE', rc,
+        `the engine cannot move flow ${flowId} through the lane (${errnoName(rc)})`);
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const err = await Promise.race([decided, new Promise<number>((resolve) => {
+      timer = setTimeout(() => resolve(-ETIMEDOUT), budgetMs + OUTCOME_SLACK_MS);
+    })]);
+    clearTimeout(timer);
+    this.#waiting.delete(migrationId);
+    const o: LaneOutcome | null = e.laneOutcome!(migrationId);
+    if (err !== 0) {
+      const code = err === -ETIMEDOUT ? 'ERR_MIGRATION_TIMEOUT' : 'ERR_MIGRATION_REJECTED';
+      throw new LaneError(code, err, err === -ETIMEDOUT
+        ? `no answer through the lane within ${budgetMs} ms: the flow stays here`
+        : `the target refused the flow (${errnoName(err)})`);
+    }
+    return { calledAtUs: Number(t0 / 1000n), callUs, answeredUs: o?.answeredUs ?? 0, targetAtUs: o?.targetAtUs ?? 0, forwarded: o?.forwarded ?? 0, snapshotBytes: o?.snapshotBytes ?? 0 };
+  }
+
+  /** The engine decided migration id (EV_LANE_OUT). */
+  onOut(migrationId: number, err: number): void {
+    this.#waiting.get(migrationId)?.(err);
+  }
+
+  /** The engine adopted a flow for a native app (EV_LANE_IN). */
+  onIn(): void {
+    this.adoptedIn++;
+  }
+
+  close(): void {
+    for (const done of this.#waiting.values()) done(-ETIMEDOUT);
+    this.#waiting.clear();
+  }
+
+  get name(): string {
+    return this.#name;
+  }
+}
