@@ -250,6 +250,7 @@ async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara'
             capture: p.captureUs!, freeze: p.freezeUs!, snapshot: p.snapshotUs!, shipAdopt: p.shipUs!, steer: p.steerUs!,
             release: p.releaseUs!, total: p.totalUs!, sourceBlackout: p.blackoutUs!, snapshotBytes: p.snapshotBytes!, forwardedSegments: p.forwardedSegments!,
             ...(p.offerArrivedUs !== undefined ? { offerArrived: p.offerArrivedUs } : {}),
+            ...(p.sendUs !== undefined ? { send: p.sendUs } : {}),
           });
           from = to;
         } else {
@@ -450,8 +451,9 @@ async function runTcpRepair(ctx: BenchContext, rounds: number, forward: boolean)
 /** Phase rows of the summary: key and label (a target that does not report a phase is left out). */
 const PHASE_ROWS: [string, string][] = [
   ['capture', 'capture (app state)'],
-  ['freeze', 'freeze'],
+  ['freeze', 'freeze (lane: freeze + snapshot + seal)'],
   ['snapshot', 'snapshot'],
+  ['send', 'send the offer (lane: TX through the kernel veth path)'],
   ['offerArrived', 'offer reaches the target (lane, one clock)'],
   ['shipAdopt', 'ship + adopt'],
   ['adopt', 'adopt (target, part of ship)'],

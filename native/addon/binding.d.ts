@@ -30,7 +30,7 @@ export interface LaneOutcome { err: number; answeredUs: number; targetAtUs: numb
 /** The lane's counters (struct cpb_lane_stats). */
 export interface LaneStats {
   offersSent: number; offersResent: number; answersIn: number; adoptedOut: number; rejectedOut: number; gaveBack: number;
-  unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number;
+  unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number; lateOffers: number;
   forwardedOut: number; forwardedIn: number; forwardDropped: number; forwardTooBig: number;
   badFrames: number; authFailures: number; replays: number; unknownKeys: number; steerErrors: number; sendFailures: number;
 }
@@ -91,7 +91,8 @@ export declare class Engine {
   laneKey?(peer: string, keyId: Uint8Array, txKey: Uint8Array, txIv: Uint8Array, rxKey: Uint8Array, rxIv: Uint8Array, backend: number): number;
   laneDropKey?(peer: string, keyId: Uint8Array): number;
   laneSteer?(kind: 'lb' | 'mem' | 'none', where?: string, self?: number): number;
-  laneMigrate?(flowId: number, peer: string, migrationId: number, epoch: number, budgetMs: number): number;
+  // [0 | -errno, waiting for the engine lock, freeze + snapshot + seal, sending] (µs), or -EINVAL for bad arguments
+  laneMigrate?(flowId: number, peer: string, migrationId: number, epoch: number, budgetMs: number): [number, number, number, number] | number;
   laneOutcome?(migrationId: number): LaneOutcome | null;
   laneStats?(): LaneStats;
   // TLS (native/tls/session.h; native/addon/tls_wrap.cc): one session per flow, freed by tlsFree and

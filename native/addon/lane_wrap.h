@@ -16,7 +16,7 @@ Napi::Value LaneKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
 Napi::Value LaneDropKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
 // laneSteer('lb', pinnedMapPath, self) | laneSteer('mem', wire, self) | laneSteer('none') -> 0 | -errno
 Napi::Value LaneSteer(const Napi::CallbackInfo &info, struct cpb_engine *e);
-// laneMigrate(flowId, peerIp, migrationId, epoch, budgetMs) -> 0 | -errno
+// laneMigrate(flowId, peerIp, migrationId, epoch, budgetMs) -> [0 | -errno, lockUs, workUs, sendUs]
 Napi::Value LaneMigrate(const Napi::CallbackInfo &info, struct cpb_engine *e);
 // laneOutcome(migrationId) -> {err, answeredUs, forwarded, snapshotBytes} | null
 Napi::Value LaneOutcome(const Napi::CallbackInfo &info, struct cpb_engine *e);

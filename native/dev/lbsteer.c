@@ -45,10 +45,45 @@ int cpb_lb_lookup(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t
   return v.backend > INT32_MAX ? -ERANGE : (int)v.backend;
 }
 
+/* A claim lives in the redirect map itself under the flow's key with protocol 253 and the token in the
+ * padding: the XDP program only ever looks up TCP keys, and an LRU map forgets old claims first. */
+static void claim_key(struct lb_flow *k, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  lb_key(k, src, sport, dst, dport);
+  k->proto = 253;
+  k->pad[0] = (uint8_t)token, k->pad[1] = (uint8_t)(token >> 8), k->pad[2] = (uint8_t)(token >> 16);
+}
+
+int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, uint32_t backend,
+                 int32_t *owner) {
+  struct lb_flow k;
+  claim_key(&k, src, sport, dst, dport, token);
+  struct lb_flow_val v = {.backend = backend};
+  if (bpf_map_update_elem(fd, &k, &v, BPF_NOEXIST) == 0) return 0;
+  if (errno != EEXIST) return -errno;
+  if (bpf_map_lookup_elem(fd, &k, &v)) return -errno; /* gone meanwhile (LRU): let the caller ask again */
+  *owner = (int32_t)v.backend;
+  return -EEXIST;
+}
+
+int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  struct lb_flow k;
+  claim_key(&k, src, sport, dst, dport, token);
+  return bpf_map_delete_elem(fd, &k) ? -errno : 0;
+}
+
 void cpb_lb_close(int fd) {
   if (fd >= 0) close(fd);
 }
 #else
+int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, uint32_t backend,
+                 int32_t *owner) {
+  (void)fd, (void)src, (void)sport, (void)dst, (void)dport, (void)token, (void)backend, (void)owner;
+  return -ENOTSUP;
+}
+int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  (void)fd, (void)src, (void)sport, (void)dst, (void)dport, (void)token;
+  return -ENOTSUP;
+}
 int cpb_lb_open(const char *pinned_map) {
   (void)pinned_map;
   return -ENOTSUP;

@@ -39,6 +39,7 @@
 #define MEM_CACHELINE 64
 #define MEM_MAC_SLOTS 256u     /* learned MACs per switch (power of two); beyond it, frames flood */
 #define MEM_STEER_SLOTS 8192u  /* steering entries per switch (power of two) */
+#define MEM_CLAIMS 1024u       /* migration claims remembered per switch */
 #define MEM_STEER_MAX (MEM_STEER_SLOTS / 2) /* kept at most half full: probes stay short */
 #define MEM_FLOOD (-1)
 #define MEM_NOWHERE (-2)
@@ -87,6 +88,9 @@ struct mem_wire {
   atomic_uint steer_seq;                    /* odd while a writer changes the table */
   atomic_uint steer_count;
   struct mem_steer *steer;
+  /* Migration claims (cpb_mem_claim): a small ring under the registry lock; the oldest is forgotten first. */
+  struct mem_claim { uint64_t key; uint32_t ports, token; int owner; bool used; } claims[MEM_CLAIMS];
+  uint32_t claim_next;
 };
 
 struct mem_faults {
@@ -572,6 +576,52 @@ int cpb_mem_steer_lookup(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip
     rc = steer_lookup(w, (uint64_t)src << 32 | dst, (uint32_t)sport << 16 | dport);
     if (rc == MEM_NOWHERE) rc = -EAGAIN; /* cannot happen: writers take the lock we hold */
     else if (rc < 0) rc = -ENOENT;
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+static struct mem_claim *claim_find(struct mem_wire *w, uint64_t key, uint32_t ports, uint32_t token) {
+  for (uint32_t i = 0; i < MEM_CLAIMS; i++) {
+    struct mem_claim *c = &w->claims[i];
+    if (c->used && c->key == key && c->ports == ports && c->token == token) return c;
+  }
+  return NULL;
+}
+
+int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int port,
+                  int *owner) {
+  if (!name || port < 0) return -EINVAL;
+  pthread_mutex_lock(&g_lock);
+  struct mem_wire *w = wire_find(name);
+  int rc = -ENODEV;
+  if (w && w->steer) {
+    uint64_t key = (uint64_t)src << 32 | dst;
+    uint32_t ports = (uint32_t)sport << 16 | dport;
+    struct mem_claim *c = claim_find(w, key, ports, token);
+    if (c) {
+      *owner = c->owner;
+      rc = -EEXIST;
+    } else {
+      c = &w->claims[w->claim_next];
+      w->claim_next = (w->claim_next + 1) % MEM_CLAIMS;
+      *c = (struct mem_claim){.key = key, .ports = ports, .token = token, .owner = port, .used = true};
+      rc = 0;
+    }
+  }
+  pthread_mutex_unlock(&g_lock);
+  return rc;
+}
+
+int cpb_mem_unclaim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  if (!name) return -EINVAL;
+  pthread_mutex_lock(&g_lock);
+  struct mem_wire *w = wire_find(name);
+  int rc = -ENODEV;
+  if (w && w->steer) {
+    struct mem_claim *c = claim_find(w, (uint64_t)src << 32 | dst, (uint32_t)sport << 16 | dport, token);
+    if (c) c->used = false;
+    rc = c ? 0 : -ENOENT;
   }
   pthread_mutex_unlock(&g_lock);
   return rc;

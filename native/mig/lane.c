@@ -49,7 +49,7 @@ enum out_state { OUT_FREE = 0, OUT_ASKING, OUT_OWNED };
 struct out {
   enum out_state state;
   uint64_t flow_id, migration_id, key_id;
-  uint32_t epoch;
+  uint32_t epoch, token; /* token: its claim at the balancer (fixed at the start: the key may go) */
   cpb_ip4_t peer;
   cpb_ip4_t lip, rip;
   uint16_t lport, rport;
@@ -171,8 +171,9 @@ int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const 
   p->ip = peer;
   p->backend = backend;
   struct key_slot *k = NULL, *oldest = &p->keys[0];
-  for (int i = 0; i < CPB_LANE_KEYS && !k; i++)
-    if (p->keys[i].used && p->keys[i].id == key_id) k = &p->keys[i];
+  /* Installed already: keep its counters (starting them again would reuse nonces and reopen the window). */
+  for (int i = 0; i < CPB_LANE_KEYS; i++)
+    if (p->keys[i].used && p->keys[i].id == key_id) return -EEXIST;
   for (int i = 0; i < CPB_LANE_KEYS && !k; i++)
     if (!p->keys[i].used) k = &p->keys[i];
   if (!k) {
@@ -238,6 +239,27 @@ static int mem_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   const struct steer_ctx *c = ctx;
   return cpb_mem_steer_lookup(c->wire, src, sport, dst, dport);
 }
+static int lb_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+                    int32_t *owner) {
+  const struct steer_ctx *c = ctx;
+  return backend < 0 ? -EINVAL : cpb_lb_claim(c->fd, src, sport, dst, dport, token, (uint32_t)backend, owner);
+}
+static int lb_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  const struct steer_ctx *c = ctx;
+  return cpb_lb_unclaim(c->fd, src, sport, dst, dport, token);
+}
+static int mem_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+                     int32_t *owner) {
+  const struct steer_ctx *c = ctx;
+  int who = -1;
+  int rc = cpb_mem_claim(c->wire, src, sport, dst, dport, token, backend, &who);
+  *owner = who;
+  return rc;
+}
+static int mem_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+  const struct steer_ctx *c = ctx;
+  return cpb_mem_unclaim(c->wire, src, sport, dst, dport, token);
+}
 
 void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *st) {
   if (l->steer_ctx.kind == 1) cpb_lb_close(l->steer_ctx.fd);
@@ -252,7 +274,8 @@ int cpb_lane_steer_lb(struct cpb_lane *l, int fd, int32_t self) {
   cpb_lane_set_steering(l, NULL);
   l->steer_ctx.kind = 1;
   l->steer_ctx.fd = fd;
-  l->steer = (struct cpb_lane_steering){.steer = lb_steer, .owner = lb_owner, .ctx = &l->steer_ctx, .self = self};
+  l->steer = (struct cpb_lane_steering){.steer = lb_steer, .owner = lb_owner, .claim = lb_claim, .unclaim = lb_unclaim,
+                                        .ctx = &l->steer_ctx, .self = self};
   return 0;
 }
 
@@ -261,7 +284,8 @@ int cpb_lane_steer_mem(struct cpb_lane *l, const char *wire, int32_t self) {
   cpb_lane_set_steering(l, NULL);
   l->steer_ctx.kind = 2;
   snprintf(l->steer_ctx.wire, sizeof(l->steer_ctx.wire), "%s", wire);
-  l->steer = (struct cpb_lane_steering){.steer = mem_steer, .owner = mem_owner, .ctx = &l->steer_ctx, .self = self};
+  l->steer = (struct cpb_lane_steering){.steer = mem_steer, .owner = mem_owner, .claim = mem_claim, .unclaim = mem_unclaim,
+                                        .ctx = &l->steer_ctx, .self = self};
   return 0;
 }
 
@@ -379,6 +403,40 @@ static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
   put32(b + 8, epoch);
 }
 
+/* ---- the balancer's arbitration (lane.h: Ownership) ---- */
+
+/* A migration's claim token: both sides compute it from what the offer names and from the IV of the
+ * direction it travelled (the source's tx, the target's rx of one key), which tells the migrations of the
+ * two runtimes apart even when their ids and epochs coincide. */
+static uint32_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]) {
+  uint64_t x = migration_id ^ ((uint64_t)epoch << 32) ^ get64(dir_iv);
+  x *= 0x9E3779B97F4A7C15ull;
+  x ^= x >> 29;
+  x *= 0xBF58476D1CE4E5B9ull;
+  return (uint32_t)(x >> 40) | 1u; /* 24 bits survive in the lb key; never 0 */
+}
+
+enum claim_result {
+  CLAIM_NEW,    /* claimed just now */
+  CLAIM_OURS,   /* claimed by us before (a repeat of an offer we adopted, no longer remembered) */
+  CLAIM_THEIRS, /* the other side holds it */
+  CLAIM_NONE,   /* no arbiter (none configured, or it failed) */
+};
+
+static enum claim_result claim(struct cpb_lane *l, cpb_ip4_t rip, uint16_t rport, cpb_ip4_t lip, uint16_t lport,
+                               uint32_t token, int32_t *winner) {
+  if (!l->steer.claim || l->steer.self < 0) return CLAIM_NONE;
+  int32_t who = -1;
+  int rc = l->steer.claim(l->steer.ctx, rip, rport, lip, lport, token, l->steer.self, &who);
+  if (rc == 0) return CLAIM_NEW;
+  if (rc == -EEXIST) {
+    *winner = who;
+    return who == l->steer.self ? CLAIM_OURS : CLAIM_THEIRS;
+  }
+  l->stats.steer_errors++;
+  return CLAIM_NONE;
+}
+
 /* ---- source ---- */
 
 static struct out *out_find_flow(struct cpb_lane *l, uint64_t flow_id) {
@@ -479,6 +537,18 @@ static void out_finish(struct cpb_lane *l, struct out *o, cpb_time_t now) {
   out_free(o);
 }
 
+/* Before the source takes a flow back: does the target own it? With an arbiter, the source's own claim
+ * decides (losing it means the target claimed, i.e. adopted); without one, the balancer's entry naming the
+ * target is the sign (it steers right after adopting). */
+static bool target_owns(struct cpb_lane *l, struct out *o) {
+  int32_t winner = -1;
+  enum claim_result cr = claim(l, o->rip, o->rport, o->lip, o->lport, o->token, &winner);
+  if (cr != CLAIM_NONE) return cr == CLAIM_THEIRS;
+  int owner = l->steer.owner ? l->steer.owner(l->steer.ctx, o->rip, o->rport, o->lip, o->lport) : -ENOENT;
+  struct peer *p = peer_find(l, o->peer);
+  return owner >= 0 && p && p->backend >= 0 && owner == p->backend;
+}
+
 /* No adoption: the flow carries on here, with what was sent ahead injected again behind what is held. */
 static void out_give_back(struct cpb_lane *l, struct out *o, int32_t err, cpb_time_t now) {
   atomic_fetch_sub_explicit(&l->asking, 1, memory_order_relaxed);
@@ -535,6 +605,7 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
   o->epoch = epoch;
   o->peer = peer;
   o->key_id = k->id;
+  o->token = token_of(migration_id, epoch, k->tx_iv);
   o->rto = CPB_LANE_RTO_US;
   o->deadline = now + (cpb_time_t)budget_ms * CPB_US_PER_MS;
   o->started = now;
@@ -576,7 +647,7 @@ static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, const
   }
 }
 
-static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, cpb_time_t now, uint64_t *flow_id) {
+static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uint32_t token, cpb_time_t now, uint64_t *flow_id) {
   size_t off = BODY_HEAD;
   if (len < off + 1) return -EBADMSG;
   size_t nlen = b[off++];
@@ -595,6 +666,14 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, cpb
   int rc = tcp_snap_parse(snap, sn, &ts);
   if (rc) return rc;
   if (!l->apps.accepts || !l->apps.accepts(l->apps.ctx, ts.lport, name)) return -EPROTONOSUPPORT;
+  /* The claim decides: if the source claimed first it has given up on us and serves the flow again. */
+  int32_t winner = -1;
+  enum claim_result cr = claim(l, ts.rip, ts.rport, ts.lip, ts.lport, token, &winner);
+  if (cr == CLAIM_THEIRS) {
+    l->stats.late_offers++;
+    return -ESTALE;
+  }
+  if (cr == CLAIM_OURS) return 1; /* adopted before: answer so again, adopt nothing twice */
   /* Our own copy of this flow, still in its grace after it left us, holds the 4-tuple: it is coming back. */
   for (int i = 0; i < CPB_LANE_OUT; i++) {
     struct out *o = &l->outs[i];
@@ -603,10 +682,13 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, cpb
   }
   uint64_t fid = 0;
   rc = tcp_adopt(l->tcp, snap, sn, now, &fid);
-  if (rc) return rc;
-  if ((rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, now)) != 0) {
+  if (rc == 0 && (rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, now)) != 0) {
     tcp_freeze(l->tcp, fid, now); /* drop the copy silently: the source keeps the flow */
     tcp_release(l->tcp, fid, now);
+  }
+  if (rc) {
+    /* Not ours after all: the source must be able to claim the flow back. */
+    if (cr == CLAIM_NEW) l->steer.unclaim(l->steer.ctx, ts.rip, ts.rport, ts.lip, ts.lport, token);
     return rc;
   }
   *flow_id = fid;
@@ -625,7 +707,12 @@ static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct k
     return;
   }
   uint64_t fid = 0;
-  int32_t err = adopt_offer(l, b, len, now, &fid);
+  int32_t err = adopt_offer(l, b, len, token_of(mid, epoch, k->rx_iv), now, &fid);
+  if (err == 1) {
+    l->stats.repeated_offers++;
+    answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, 0, now));
+    return;
+  }
   if (err) {
     l->stats.rejected_in++;
     answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_REJECTED, err, 0, now));
@@ -673,7 +760,10 @@ static void on_answer(struct cpb_lane *l, cpb_ip4_t src, uint8_t type, const uin
   } else {
     l->stats.rejected_out++;
     int32_t err = (int32_t)get32(b + BODY_HEAD);
-    out_give_back(l, o, err < 0 ? err : -ECONNREFUSED, now);
+    /* A refusal settles it unless the arbiter says otherwise (an earlier copy of the offer was adopted
+     * and this answer is to a later copy the target no longer remembered). */
+    if (target_owns(l, o)) out_owned(l, o, now);
+    else out_give_back(l, o, err < 0 ? err : -ECONNREFUSED, now);
   }
 }
 
@@ -713,10 +803,8 @@ cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now) {
     struct out *o = &l->outs[i];
     if (o->state == OUT_ASKING) {
       if (now >= o->deadline) {
-        /* No answer: the balancer says whether the target adopted (it steers before answering). */
-        int owner = l->steer.owner ? l->steer.owner(l->steer.ctx, o->rip, o->rport, o->lip, o->lport) : -ENOENT;
-        struct peer *p = peer_find(l, o->peer);
-        if (owner >= 0 && p && p->backend >= 0 && owner == p->backend) {
+        /* No answer: the balancer decides whether the target adopted (lane.h: Ownership). */
+        if (target_owns(l, o)) {
           l->stats.unanswered_released++;
           out_owned(l, o, now);
         } else {

@@ -21,10 +21,13 @@
  *
  * Datagrams get lost: every message is idempotent (DESIGN: id + epoch), the source re-sends the offer on
  * a doubling timer until the budget is spent, the target answers a repeated offer as it did the first
- * time. Ownership is two-phase as on the channel: the target steers before it answers; when no answer
- * came within the budget the source asks the balancer and releases its frozen copy if the balancer names
- * the target (the answer was lost), else takes the flow back. Forwarded segments are not re-sent: one lost
- * is retransmitted by the client's TCP.
+ * time. Ownership: the balancer arbitrates. Before it adopts, the target claims the migration there (an
+ * atomic insert of (flow, token) naming it); a source that gets no answer within its budget, or a refusal,
+ * claims it too before taking the flow back. Exactly one claim succeeds: a target whose claim loses (the
+ * offer came late, after the source gave up) refuses; a source whose claim loses releases its frozen copy
+ * (the target owns the flow, its answer was lost). Without a balancer there is no claim and a silent
+ * target is taken not to have adopted. Forwarded segments are not re-sent: one lost is retransmitted by the
+ * client's TCP.
  *
  * Single-threaded like TCP: every call runs under the engine lock. Allocates only in cpb_lane_new. */
 #ifndef CPB_LANE_H
@@ -58,6 +61,11 @@ struct cpb_lane_steering {
   int (*steer)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int32_t backend);
   /* The backend the balancer names for the flow, -ENOENT when it names none, other -errno on failure. */
   int (*owner)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport);
+  /* The balancer's arbiter of a migration: the first claim of (flow, token) wins (0), a later one gets
+   * -EEXIST and the winner in *owner (cpb_lb_claim, cpb_mem_claim). NULL: no fencing. */
+  int (*claim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+               int32_t *owner);
+  int (*unclaim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token);
   void *ctx;
   int32_t self; /* this runtime's backend */
 };
@@ -88,6 +96,7 @@ struct cpb_lane_ipout {
 struct cpb_lane_stats {
   uint64_t offers_sent, offers_resent, answers_in, adopted_out, rejected_out, gave_back, unanswered_released;
   uint64_t offers_in, adopted_in, rejected_in, repeated_offers;
+  uint64_t late_offers; /* refused: the source had claimed the flow back (it gave up waiting) */
   uint64_t forwarded_out, forwarded_in, forward_dropped, forward_too_big;
   uint64_t bad_frames, auth_failures, replays, unknown_keys, steer_errors, send_failures;
 };
@@ -107,9 +116,10 @@ struct cpb_lane;
 struct cpb_lane *cpb_lane_new(struct cpb_tcp *t, const struct cpb_lane_ipout *out, const struct cpb_lane_apps *apps);
 void cpb_lane_free(struct cpb_lane *l);
 
-/* Installs (or replaces) key id for peer: tx seals what we send, rx opens what the peer sends. The
- * newest key of a peer is the one offers go out under. backend: the peer's balancer backend, -1 when
- * unknown. Returns 0, -ENOSPC (peer table full). The oldest key of a peer makes room for a fifth. */
+/* Installs key id for peer: tx seals what we send, rx opens what the peer sends. The newest key of a peer
+ * is the one offers go out under. backend: the peer's balancer backend, -1 when unknown. Returns 0,
+ * -EEXIST (that id is installed: its sequence numbers and window go on), -ENOSPC (peer table full). The
+ * oldest key of a peer makes room for a fifth. */
 int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const struct cpb_lane_dir *tx,
                      const struct cpb_lane_dir *rx, int32_t backend);
 /* Forgets key id of peer (its channel closed); 0 or -ENOENT. Migrations under way keep their key. */

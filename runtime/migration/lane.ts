@@ -20,6 +20,8 @@ export interface LaneSteering {
 export interface LaneResult {
   calledAtUs: number; // when the call began (monotonic µs): the flow froze within it
   callUs: number;   // freeze + snapshot + seal + send, on the caller's thread
+  workUs: number;   // freeze + snapshot + seal (under the engine lock)
+  sendUs: number;   // the offer's TX: the kernel takes the frame through the veth path on this thread
   answeredUs: number;
   /** The offer's arrival at the target (from the call; meaningful when both runtimes share a clock). */
   targetAtUs: number;
@@ -106,8 +108,9 @@ export class MigrationLane {
     const e = this.#engine();
     const decided = new Promise<number>((resolve) => this.#waiting.set(migrationId, resolve));
     const t0 = process.hrtime.bigint();
-    const rc = e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs);
+    const r = e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs);
     const callUs = Number(process.hrtime.bigint() - t0) / 1000;
+    const [rc, , workUs, sendUs] = typeof r === 'number' ? [r, 0, 0, 0] : r;
     if (rc < 0) {
       this.#waiting.delete(migrationId);
       // Not native, or not now (replies still waiting to be sent, already moving): the caller may try again later.
@@ -128,7 +131,7 @@ export class MigrationLane {
         ? `no answer through the lane within ${budgetMs} ms: the flow stays here`
         : `the target refused the flow (${errnoName(err)})`);
     }
-    return { calledAtUs: Number(t0 / 1000n), callUs, answeredUs: o?.answeredUs ?? 0, targetAtUs: o?.targetAtUs ?? 0, forwarded: o?.forwarded ?? 0, snapshotBytes: o?.snapshotBytes ?? 0 };
+    return { calledAtUs: Number(t0 / 1000n), callUs, workUs, sendUs, answeredUs: o?.answeredUs ?? 0, targetAtUs: o?.targetAtUs ?? 0, forwarded: o?.forwarded ?? 0, snapshotBytes: o?.snapshotBytes ?? 0 };
   }
 
   /** The engine decided migration id (EV_LANE_OUT). */

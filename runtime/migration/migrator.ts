@@ -83,6 +83,8 @@ export interface MigrationTimings {
   doneAtUs?: number;
   /** Lane: the offer reached the target this long after the call (one machine: the clocks agree). */
   offerArrivedUs?: number;
+  /** Lane: sending the offer (freezeUs then is freeze + snapshot + seal, under the engine lock). */
+  sendUs?: number;
 }
 
 export interface MigrateOptions {
@@ -713,7 +715,7 @@ export class Migrator {
       // The engine measures the answer from the instant of the call (its clock is this one).
       const blackoutUs = Math.max(r.callUs, r.answeredUs);
       return {
-        migrationId, peer, captureUs: 0, freezeUs: r.callUs, snapshotUs: 0, shipUs: r.answeredUs, steerUs: 0, releaseUs: 0, offerArrivedUs: r.targetAtUs,
+        migrationId, peer, captureUs: 0, freezeUs: r.workUs, snapshotUs: 0, sendUs: r.sendUs, shipUs: r.answeredUs, steerUs: 0, releaseUs: 0, offerArrivedUs: r.targetAtUs,
         blackoutUs, totalUs: us(t0), snapshotBytes: r.snapshotBytes, forwardedSegments: r.forwarded, path: 'lane',
         frozenAtUs: r.calledAtUs, doneAtUs: r.calledAtUs + blackoutUs,
       };

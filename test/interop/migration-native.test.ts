@@ -20,10 +20,12 @@ function log(msg: string): void {
   process.stderr.write(`# ${msg}\n`);
 }
 
+/** Lane counters of both hosts added up (adoptions; failures of the balancer's steering and claims). */
 async function laneAdopted(): Promise<number> {
   let n = 0;
   for (const h of ['hostA', 'hostB'] as const) {
-    const s = (await stats(h)) as unknown as { lane: { adoptedIn: number } | null };
+    const s = (await stats(h)) as unknown as { lane: { adoptedIn: number; steerErrors: number } | null };
+    assert.equal(s.lane?.steerErrors, 0, `${h}: the lane could not steer or claim through the balancer`);
     n += s.lane?.adoptedIn ?? 0;
   }
   return n;
@@ -70,6 +72,7 @@ describe('native apps migrate through the engines\' lane (XDP testbed)', { skip:
             blackouts.push(r.timings[0]!.blackoutUs);
           }
           await waitProgress(c, 200, 10_000, 'after 200 migrations');
+          assert.ok(await laneAdopted() >= 200);
           const res = await c.stop();
           assert.equal(res.errors.length, 0, res.errors.join('; '));
           assert.ok(res.received > 1000, `only ${res.received} messages echoed`);
