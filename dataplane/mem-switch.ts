@@ -80,6 +80,19 @@ export class MemSwitch {
     return null;
   };
 
+  /** The Migrator's claim hook (cpb_mem_claim): the first claim of (flow, token) wins. */
+  readonly claim = (flow: SteeredFlow, token: number, runtime: string): 'won' | 'lost' | 'none' => {
+    const port = this.#runtimes.get(runtime);
+    if (port === undefined || !this.#binding.memClaim) return 'none';
+    const [rc, who] = this.#binding.memClaim(this.name, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, port);
+    if (rc === 0) return 'won';
+    return rc === -17 /* EEXIST */ ? (who === port ? 'won' : 'lost') : 'none';
+  };
+
+  readonly unclaim = (flow: SteeredFlow, token: number): void => {
+    this.#binding.memUnclaim?.(this.name, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token);
+  };
+
   /** The same table for the engines' migration lane (native flows): it writes it from C (cpb_mem_steer). */
   laneSteering(): { kind: 'mem'; where: string; backends: ReadonlyMap<string, number> } {
     return { kind: 'mem', where: this.name, backends: this.#runtimes };

@@ -31,6 +31,8 @@ export interface MemClusterOptions {
   migrationTimeoutMs?: number;
   /** Migrator fault injection per server name (MigratorOptions.faults), for failure-handling tests. */
   migrationFaults?: Record<string, MigratorOptions['faults']>;
+  /** Leave out the switch's migration claims (a test showing what happens without the arbiter). */
+  noClaims?: boolean;
   /** Engine tuning for every stack (e.g. a short timeWaitMs so closed flows go quickly). */
   tuning?: Tuning;
   /** Serve over TLS (runtime/tls.ts): the TLS sessions migrate with their connections. */
@@ -107,7 +109,8 @@ export class MemCluster {
         });
         const peers = opts.servers.map((n, j) => ({ name: n, address: addr(j) })).filter((p) => p.name !== name);
         const migrator = stack.enableMigration({
-          name, clusterKey: key, peers, steer: sw.steer, owner: sw.owner, timeoutMs: opts.migrationTimeoutMs, faults: opts.migrationFaults?.[name],
+          name, clusterKey: key, peers, steer: sw.steer, owner: sw.owner, claim: opts.noClaims ? undefined : sw.claim, unclaim: sw.unclaim,
+          lane: sw.laneSteering(), timeoutMs: opts.migrationTimeoutMs, faults: opts.migrationFaults?.[name],
         });
         self = { name, port, address: addr(i), stack, server, migrator, conns };
         servers.set(name, self);

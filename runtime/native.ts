@@ -22,6 +22,11 @@ export interface Binding {
   lbClose?(fd: number): void;
   /** The mem: switch's steering table (native/dev/dev.h cpb_mem_steer): entries held, or -errno. */
   memSteer?(wire: string, src: string, sport: number, dst: string, dport: number, port: number): number;
+  /** Migration claims (cpb_lb_claim / cpb_mem_claim): [0 claimed now | -EEXIST held by owner | -errno, owner]. */
+  lbClaim?(fd: number, src: string, sport: number, dst: string, dport: number, token: number, backend: number): [number, number];
+  lbUnclaim?(fd: number, src: string, sport: number, dst: string, dport: number, token: number): number;
+  memClaim?(wire: string, src: string, sport: number, dst: string, dport: number, token: number, port: number): [number, number];
+  memUnclaim?(wire: string, src: string, sport: number, dst: string, dport: number, token: number): number;
   /** TLS contexts (native/addon/tls_wrap.cc; absent in test bindings and builds without TLS). */
   SecureContext?: new (opts: SecureContextOptions) => SecureContext;
 }

@@ -142,3 +142,8 @@ export declare function lbClose(fd: number): void;
 
 // The mem: switch's steering table (native/dev/mem.c): entries held afterwards, or -errno; port < 0 removes.
 export declare function memSteer(wire: string, src: string, sport: number, dst: string, dport: number, port: number): number;
+// Migration claims: [0 (claimed now) | -EEXIST (held by owner) | -errno, owner]; unclaim: 0 | -errno.
+export declare function lbClaim(fd: number, src: string, sport: number, dst: string, dport: number, token: number, backend: number): [number, number];
+export declare function lbUnclaim(fd: number, src: string, sport: number, dst: string, dport: number, token: number): number;
+export declare function memClaim(wire: string, src: string, sport: number, dst: string, dport: number, token: number, port: number): [number, number];
+export declare function memUnclaim(wire: string, src: string, sport: number, dst: string, dport: number, token: number): number;

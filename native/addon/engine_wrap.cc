@@ -707,6 +707,58 @@ Napi::Value MemSteer(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), rc);
 }
 
+// Migration claims (native/dev/lbsteer.h cpb_lb_claim, dev.h cpb_mem_claim): the first claim of (flow, token)
+// wins. lbClaim(fd, src, sport, dst, dport, token, backend) / memClaim(wire, ..., token, port) -> [rc, owner]:
+// rc 0 (claimed now) or -EEXIST (owner holds it) or -errno. lbUnclaim / memUnclaim(..., token) -> 0 | -errno.
+Napi::Value ClaimResult(Napi::Env env, int rc, int owner) {
+  Napi::Array r = Napi::Array::New(env, 2);
+  r.Set(0u, rc);
+  r.Set(1u, owner);
+  return r;
+}
+
+bool claim_args(const Napi::CallbackInfo &info, cpb_ip4_t *src, cpb_ip4_t *dst) {
+  return info.Length() >= 6 && parse_ip(info[1].ToString().Utf8Value(), src) && parse_ip(info[3].ToString().Utf8Value(), dst);
+}
+
+Napi::Value LbClaim(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!claim_args(info, &src, &dst) || info.Length() < 7) return ClaimResult(info.Env(), -EINVAL, -1);
+  int32_t owner = -1;
+  int rc = cpb_lb_claim(info[0].As<Napi::Number>().Int32Value(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                        (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Uint32Value(),
+                        info[6].As<Napi::Number>().Uint32Value(), &owner);
+  return ClaimResult(info.Env(), rc, owner);
+}
+
+Napi::Value LbUnclaim(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!claim_args(info, &src, &dst)) return Napi::Number::New(info.Env(), -EINVAL);
+  return Napi::Number::New(info.Env(), cpb_lb_unclaim(info[0].As<Napi::Number>().Int32Value(), src,
+                                                      (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                                                      (uint16_t)info[4].As<Napi::Number>().Uint32Value(),
+                                                      info[5].As<Napi::Number>().Uint32Value()));
+}
+
+Napi::Value MemClaim(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!claim_args(info, &src, &dst) || info.Length() < 7) return ClaimResult(info.Env(), -EINVAL, -1);
+  int owner = -1;
+  int rc = cpb_mem_claim(info[0].ToString().Utf8Value().c_str(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                         (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Uint32Value(),
+                         info[6].As<Napi::Number>().Int32Value(), &owner);
+  return ClaimResult(info.Env(), rc, owner);
+}
+
+Napi::Value MemUnclaim(const Napi::CallbackInfo &info) {
+  cpb_ip4_t src, dst;
+  if (!claim_args(info, &src, &dst)) return Napi::Number::New(info.Env(), -EINVAL);
+  return Napi::Number::New(info.Env(), cpb_mem_unclaim(info[0].ToString().Utf8Value().c_str(), src,
+                                                       (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
+                                                       (uint16_t)info[4].As<Napi::Number>().Uint32Value(),
+                                                       info[5].As<Napi::Number>().Uint32Value()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", EngineWrap::Init(env));
   exports.Set("lbOpen", Napi::Function::New(env, LbOpen));
@@ -714,6 +766,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("lbClose", Napi::Function::New(env, LbClose));
   capy::InitTls(env, exports);
   exports.Set("memSteer", Napi::Function::New(env, MemSteer));
+  exports.Set("lbClaim", Napi::Function::New(env, LbClaim));
+  exports.Set("lbUnclaim", Napi::Function::New(env, LbUnclaim));
+  exports.Set("memClaim", Napi::Function::New(env, MemClaim));
+  exports.Set("memUnclaim", Napi::Function::New(env, MemUnclaim));
   cpb_micro_register(env, exports);
   return exports;
 }

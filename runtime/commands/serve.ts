@@ -296,7 +296,8 @@ async function enableMigration(stack: Stack, p: ServeParams): Promise<void> {
   const balancer = await balancerSteering();
   stack.enableMigration({
     name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
-    peers: p.peers ?? [], steer: balancer?.steer, owner: balancer?.owner, lane: balancer?.lane, faults: migrationFaultsFromEnv(),
+    peers: p.peers ?? [], steer: balancer?.steer, owner: balancer?.owner, claim: balancer?.claim, unclaim: balancer?.unclaim,
+    lane: balancer?.lane, faults: migrationFaultsFromEnv(),
   });
 }
 

@@ -9,7 +9,9 @@ import { adminDir } from '../admin.js';
 import { loadBinding } from '../native.js';
 import { ConfigError } from '../errors.js';
 import type { FlowKey } from './messages.js';
-import type { MigrationPeer, MigratorOptions } from './migrator.js';
+import type { ClaimResult, MigrationPeer, MigratorOptions } from './migrator.js';
+
+const EEXIST = 17;
 
 export const CLUSTER_KEY_BYTES = 32;
 
@@ -72,6 +74,8 @@ export function migrationFaultsFromEnv(spec = process.env.CAPYBARA_MIGRATION_FAU
 export interface BalancerHooks {
   steer: NonNullable<MigratorOptions['steer']>;
   owner: NonNullable<MigratorOptions['owner']>;
+  claim?: MigratorOptions['claim'];
+  unclaim?: MigratorOptions['unclaim'];
   /** The same table for the engines' migration lane (native flows), when the addon can write it. */
   lane?: NonNullable<MigratorOptions['lane']>;
 }
@@ -105,7 +109,17 @@ export async function balancerSteering(): Promise<BalancerHooks | undefined> {
       const rc = binding.lbRedirect!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, b);
       if (rc < 0) throw new ConfigError(`redirect table update failed (errno ${-rc})`);
     };
-    return { steer, owner, lane };
+    const claim = binding.lbClaim ? (flow: FlowKey, token: number, runtime: string): ClaimResult => {
+      const b = index.get(runtime);
+      if (b === undefined) return 'none';
+      const [rc, who] = binding.lbClaim!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, b);
+      if (rc === 0) return 'won';
+      return rc === -EEXIST ? (who === b ? 'won' : 'lost') : 'none';
+    } : undefined;
+    const unclaim = (flow: FlowKey, token: number): void => {
+      binding.lbUnclaim?.(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token);
+    };
+    return { steer, owner, lane, claim, unclaim };
   }
   const steer = (flow: FlowKey, peer: string) => lb.redirect({ src: flow.remoteAddress, sport: flow.remotePort, dst: flow.localAddress, dport: flow.localPort }, peer);
   return { steer, owner };

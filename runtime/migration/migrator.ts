@@ -26,6 +26,19 @@ import type { EngineInstance } from '../native.js';
 
 export class MigrationError extends CapybaraError {}
 
+export type ClaimResult = 'won' | 'lost' | 'none';
+
+/** A migration's claim token at the balancer (24 bits, never 0): the source's name, its epoch and the id. */
+export function claimToken(source: string, epoch: number, migrationId: number): number {
+  let h = 0x811c9dc5;
+  const mix = (x: number) => {
+    h ^= x & 0xff;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  };
+  for (const c of Buffer.from(`${source}/${epoch}/${migrationId}`)) mix(c);
+  return ((h >>> 8) & 0xffffff) | 1;
+}
+
 export interface MigrationPeer {
   name: string;
   address: string;
@@ -50,13 +63,23 @@ export interface MigratorOptions {
    * when that is not the target. Without it a silent target is assumed not to have adopted.
    */
   owner?: (flow: FlowKey) => Promise<string | null>;
+  /**
+   * The balancer's arbiter of a migration (native/dev/lbsteer.h cpb_lb_claim): claims (flow, token) for
+   * `runtime` unless another runtime claimed it first: 'won' (now or before), 'lost', or 'none' when there
+   * is no arbiter. The target claims before it adopts, a source before it takes a flow back, so exactly one
+   * of them owns the flow however late an offer or an answer is. `unclaim` undoes a target's claim when
+   * its adoption failed after all.
+   */
+  claim?: (flow: FlowKey, token: number, runtime: string) => ClaimResult;
+  unclaim?: (flow: FlowKey, token: number) => void;
   /** How long the source waits for the target's answer before asking again (default 2 s; see OFFER_ASKS). */
   timeoutMs?: number;
   /**
    * Fault injection for tests of the failure handling: a target that drops its answers adopts and steers
-   * but never says so, as if every 'adopted' were lost on the way; one that drops offers never sees them.
+   * but never says so, as if every 'adopted' were lost on the way; one that drops offers never sees them;
+   * one that delays offers handles each that long after it arrived (a wedged runtime waking up).
    */
-  faults?: { dropAnswers?: boolean; dropOffers?: boolean };
+  faults?: { dropAnswers?: boolean; dropOffers?: boolean; delayOffersMs?: number };
   /** How the engines' migration lane (native flows) reaches the balancer; without it the lane does not steer. */
   lane?: LaneSteering;
 }
@@ -210,7 +233,8 @@ export class Migrator {
   readonly #lane: MigrationLane;
   #closed = false;
   // unanswered: migrations whose answer never came but the balancer showed the target owning the flow
-  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0 };
+  // lateOffers: offers refused because the source had claimed the flow back (it gave up waiting)
+  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0, lateOffers: 0 };
   readonly #pongs = new Map<number, () => void>();
   #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
@@ -623,7 +647,7 @@ export class Migrator {
       // No answer (or the channel is gone for good): the balancer says who owns the flow. The target
       // steers right after adopting, so pointing at it means it adopted and its answers were lost: taking
       // the frozen copy back would make two owners (or revive state the target has moved past).
-      if (!(await this.#ownedByTarget(err, flow, peer))) {
+      if (!(await this.#ownedByTarget(err, flow, peer, migrationId))) {
         this.stats.failed++;
         giveBack();
         throw err;
@@ -750,14 +774,29 @@ export class Migrator {
     return unacked && fi.retransmits > mark.retransmits && fi.sndWnd > 0;
   }
 
-  /** After a timeout or a lost channel: does the balancer deliver the flow to the target (which then owns it)? */
-  async #ownedByTarget(err: unknown, flow: FlowKey, peer: string): Promise<boolean> {
+  /**
+   * Before taking a flow back: does the target own it? With an arbiter the source's own claim decides
+   * (losing it means the target claimed, i.e. adopted). Without one, after a timeout or a lost channel, the
+   * balancer delivering the flow to the target is the sign (only a target that adopted steers).
+   */
+  async #ownedByTarget(err: unknown, flow: FlowKey, peer: string, migrationId: number): Promise<boolean> {
+    const claimed = this.#claim(flow, claimToken(this.name, this.epoch, migrationId));
+    if (claimed !== 'none') return claimed === 'lost';
     if (!this.#opts.owner || !(err instanceof MigrationError)) return false;
     if (err.code !== 'ERR_MIGRATION_TIMEOUT' && err.code !== 'ERR_MIGRATION_PEER_LOST') return false;
     try {
       return (await this.#opts.owner(flow)) === peer;
     } catch {
       return false; // unknown: as without a balancer, a target that never answered did not adopt
+    }
+  }
+
+  #claim(flow: FlowKey, token: number): ClaimResult {
+    if (!this.#opts.claim) return 'none';
+    try {
+      return this.#opts.claim(flow, token, this.name);
+    } catch {
+      return 'none';
     }
   }
 
@@ -789,7 +828,16 @@ export class Migrator {
 
   #onMessage(ch: MigrationChannel, m: MigrationMessage): void {
     switch (m.type) {
-      case 'offer': this.#onOffer(ch, m); break;
+      case 'offer': {
+        const delay = this.#opts.faults?.delayOffersMs;
+        if (delay) { // a wedged target: it gets to the offer long after it arrived (the view's buffer is reused: copy)
+          const late = { ...m, snapshot: Uint8Array.from(m.snapshot) };
+          setTimeout(() => this.#onOffer(ch, late), delay).unref();
+        } else {
+          this.#onOffer(ch, m);
+        }
+        break;
+      }
       case 'adopted':
       case 'rejected': {
         if (m.epoch !== this.epoch) return; // an answer to an earlier run of this runtime
@@ -876,6 +924,19 @@ export class Migrator {
       reject(`no server on port ${m.flow.localPort} takes migrated connections here`);
       return;
     }
+    // The balancer arbitrates (MigratorOptions.claim): a source that gave up waiting claimed the flow back
+    // first, and this offer must not make a second owner however late it came.
+    const token = claimToken(peer, m.epoch, m.migrationId);
+    const claimed = this.#claim(m.flow, token);
+    if (claimed === 'lost') {
+      m.snapshot.fill(0);
+      this.stats.lateOffers++;
+      reject('the source took the flow back before this offer arrived');
+      return;
+    }
+    const unclaim = () => {
+      if (claimed === 'won') this.#opts.unclaim?.(m.flow, token);
+    };
     this.#graceful.get(flowTuple(m.flow))?.(); // our own old copy of this flow, still in its grace: drop it
     let state;
     let tls = false;
@@ -883,6 +944,7 @@ export class Migrator {
       tls = snapshotKinds(m.snapshot).includes('tls');
       state = (tls ? this.#tlsLayers : this.#layers).deserialize(m.snapshot, undefined);
     } catch (err) {
+      unclaim();
       reject((err as Error).message);
       return;
     } finally {
@@ -893,6 +955,7 @@ export class Migrator {
       app = decodeApp(state.userData);
     } catch (err) {
       this.#host.engine.abort(state.lower);
+      unclaim();
       reject((err as Error).message);
       return;
     }

@@ -46,8 +46,8 @@ describe('a migration whose answers are all lost', { skip: skip ?? false }, () =
   let cluster: MemCluster;
   before(async () => {
     cluster = await MemCluster.open({
-      name: `unanswered-${process.pid}`, servers: ['hostA', 'hostB', 'hostC', 'hostD'], seed: 3, net: 93, app: echoResumable(), port: 7,
-      migrationTimeoutMs: 100, migrationFaults: { hostB: { dropAnswers: true }, hostD: { dropOffers: true } },
+      name: `unanswered-${process.pid}`, servers: ['hostA', 'hostB', 'hostC', 'hostD', 'hostE'], seed: 3, net: 93, app: echoResumable(), port: 7,
+      migrationTimeoutMs: 100, migrationFaults: { hostB: { dropAnswers: true }, hostD: { dropOffers: true }, hostE: { delayOffersMs: 1500 } },
     });
   });
   after(async () => {
@@ -121,6 +121,32 @@ describe('a migration whose answers are all lost', { skip: skip ?? false }, () =
     await waitFor(() => c.received === c.sent, 10_000, 'echoes after the failed migration');
     assert.equal(c.bad, 0);
     assert.equal(cluster.ownerOf(port)?.srv.name, source.name, 'the source kept the flow');
+    conn.end();
+    await onceEvent(conn, 'close', 10_000).catch(() => conn.destroy());
+  });
+
+  it('a wedged target that gets to the offer after the source gave up: it refuses (the source claimed the flow back), one owner', { timeout: 60_000 }, async () => {
+    const { conn, port, c } = await openEcho(10);
+    let own = cluster.ownerOf(port)!;
+    if (own.srv.name === 'hostE') {
+      await own.srv.stack.migrate(own.conn, 'hostA');
+      await waitFor(() => cluster.ownerOf(port)?.srv.name === 'hostA', 5000, 'the flow on hostA');
+      own = cluster.ownerOf(port)!;
+    }
+    const source = own.srv;
+    const e = cluster.server('hostE');
+    await assert.rejects(source.stack.migrate(own.conn, 'hostE'), (err: Error & { code?: string }) => err.code === 'ERR_MIGRATION_TIMEOUT');
+    c.send(10);
+    await waitFor(() => c.received === c.sent, 10_000, 'echoes after the failed migration');
+    // hostE wakes up and handles every copy of the offer: its claim loses to the source's.
+    await waitFor(() => e.migrator.stats.lateOffers >= 1, 10_000, 'hostE to get to the offer');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(e.stack.flows().filter((f) => f.remotePort === port).length, 0, 'hostE adopted nothing');
+    assert.equal(e.migrator.stats.in, 0);
+    c.send(10);
+    await waitFor(() => c.received === c.sent, 10_000, 'echoes at the source');
+    assert.equal(c.bad, 0);
+    assert.equal(cluster.ownerOf(port)?.srv.name, source.name, 'one owner: the source');
     conn.end();
     await onceEvent(conn, 'close', 10_000).catch(() => conn.destroy());
   });
