@@ -42,6 +42,8 @@ export interface DemoOptions {
   tls?: boolean;
   /** Which story: echo (default), l7 (L7 direct server return, apps/l7-demo.ts) or redis (apps/redis-demo.ts). */
   app?: 'echo' | 'l7' | 'redis';
+  /** The echo runs on the engine thread (serve --native) and migrates through the engines' lane. */
+  native?: boolean;
 }
 
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoSummary> {
@@ -173,12 +175,13 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
   try {
     certs = opts.tls ? await makeCerts({ san: [`IP:${PLAN.vip}`] }) : undefined;
     const tlsArgs = certs ? ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile] : [];
+    const nativeArgs = opts.native ? ['--native'] : [];
     for (const h of ['hostA', 'hostB'] as const) {
-      const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'echo', '--on', h, '--port', String(DEMO_PORT), '--json', ...tlsArgs], {
+      const child = spawn(process.execPath, [join(packageRoot(), 'bin', 'capybara.js'), 'serve', 'echo', '--on', h, '--port', String(DEMO_PORT), '--json', ...tlsArgs, ...nativeArgs], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       servers.push(child);
-      log(`${h}: capybara echo on ${await waitForListening(child, opts.timeoutMs ?? 30_000)}, VIP ${PLAN.vip}`);
+      log(`${h}: capybara echo${opts.native ? ' (native: on the engine thread, migrating through the lane)' : ''} on ${await waitForListening(child, opts.timeoutMs ?? 30_000)}, VIP ${PLAN.vip}`);
     }
     const seconds = Math.max(3, Math.ceil(rounds * 0.15) + 2);
     client = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(packageRoot(), 'dist', 'runtime', 'demo', 'stream-client.js'),

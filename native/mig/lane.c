@@ -2,40 +2,27 @@
  * memory of offers, and the messages between them. */
 #include "lane.h"
 
-#include <openssl/evp.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../dev/dev.h"
-#include "../dev/lbsteer.h"
 #include "../tcp/snapshot.h"
+#include "lanekey.h"
+#include "lanesteer.h"
 
-#define HDR_LEN 20
-#define TAG_LEN 16
+#define HDR_LEN LANE_HDR_LEN
+#define TAG_LEN LANE_TAG_LEN
 #define BODY_HEAD 12 /* migration id + epoch */
 #define MAX_PLAIN 1400
 #define RTO_MAX_US 64000
-#define WINDOW 64
 #define EVENTS 64
 
 enum { T_OFFER = 1, T_ADOPTED = 2, T_REJECTED = 3, T_FORWARD = 4 };
 
-struct key_slot {
-  bool used;
-  uint64_t id;
-  uint64_t tx_seq;      /* last sequence number sent */
-  uint64_t rx_top;      /* highest sequence number accepted */
-  uint64_t rx_bits;     /* bit i: rx_top - i was accepted */
-  uint8_t tx_iv[12], rx_iv[12];
-  EVP_CIPHER_CTX *tx, *rx;
-  uint64_t installed;   /* order of installation: the newest sends */
-};
-
 struct peer {
   cpb_ip4_t ip; /* 0 = free */
   int32_t backend;
-  struct key_slot keys[CPB_LANE_KEYS];
+  struct lane_key keys[CPB_LANE_KEYS];
 };
 
 struct kept_seg {
@@ -74,19 +61,13 @@ struct seen {
   cpb_time_t at; /* when the offer came (its round's clock), told to the source in the answer */
 };
 
-struct steer_ctx {
-  int kind; /* 0 none, 1 lb, 2 mem */
-  int fd;
-  char wire[64];
-};
-
 struct cpb_lane {
   _Atomic uint32_t asking; /* migrations from here waiting for their answer (read by the engine without the lock) */
   struct cpb_tcp *tcp;
   struct cpb_lane_ipout ipout;
   struct cpb_lane_apps apps;
   struct cpb_lane_steering steer;
-  struct steer_ctx steer_ctx;
+  struct lane_steer_ctx steer_ctx;
   uint64_t installs;
   struct peer peers[CPB_LANE_PEERS];
   struct out outs[CPB_LANE_OUT];
@@ -130,17 +111,11 @@ struct cpb_lane *cpb_lane_new(struct cpb_tcp *t, const struct cpb_lane_ipout *ou
   return l;
 }
 
-static void slot_clear(struct key_slot *k) {
-  EVP_CIPHER_CTX_free(k->tx); /* also wipes the key schedule */
-  EVP_CIPHER_CTX_free(k->rx);
-  memset(k, 0, sizeof(*k));
-}
-
 void cpb_lane_free(struct cpb_lane *l) {
   if (!l) return;
   for (int p = 0; p < CPB_LANE_PEERS; p++)
-    for (int k = 0; k < CPB_LANE_KEYS; k++) slot_clear(&l->peers[p].keys[k]);
-  if (l->steer_ctx.kind == 1) cpb_lb_close(l->steer_ctx.fd);
+    for (int k = 0; k < CPB_LANE_KEYS; k++) lane_key_clear(&l->peers[p].keys[k]);
+  lane_steer_ctx_clear(&l->steer_ctx);
   memset(l, 0, sizeof(*l)); /* snapshots and kept segments may hold payload */
   free(l);
 }
@@ -151,18 +126,6 @@ static struct peer *peer_find(struct cpb_lane *l, cpb_ip4_t ip) {
   return NULL;
 }
 
-static EVP_CIPHER_CTX *keyed(const uint8_t key[32], int enc) {
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-  if (!c) return NULL;
-  if (EVP_CipherInit_ex(c, EVP_aes_256_gcm(), NULL, NULL, NULL, enc) != 1 ||
-      EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL) != 1 ||
-      EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc) != 1) {
-    EVP_CIPHER_CTX_free(c);
-    return NULL;
-  }
-  return c;
-}
-
 int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const struct cpb_lane_dir *tx,
                      const struct cpb_lane_dir *rx, int32_t backend) {
   if (peer == 0 || key_id == 0) return -EINVAL;
@@ -170,7 +133,7 @@ int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const 
   if (!p && !(p = peer_find(l, 0))) return -ENOSPC;
   p->ip = peer;
   p->backend = backend;
-  struct key_slot *k = NULL, *oldest = &p->keys[0];
+  struct lane_key *k = NULL, *oldest = &p->keys[0];
   /* Installed already: keep its counters (starting them again would reuse nonces and reopen the window). */
   for (int i = 0; i < CPB_LANE_KEYS; i++)
     if (p->keys[i].used && p->keys[i].id == key_id) return -EEXIST;
@@ -181,17 +144,8 @@ int cpb_lane_set_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id, const 
       if (p->keys[i].installed < oldest->installed) oldest = &p->keys[i];
     k = oldest;
   }
-  slot_clear(k);
-  k->tx = keyed(tx->key, 1);
-  k->rx = keyed(rx->key, 0);
-  if (!k->tx || !k->rx) {
-    slot_clear(k);
-    return -ENOMEM;
-  }
-  memcpy(k->tx_iv, tx->iv, 12);
-  memcpy(k->rx_iv, rx->iv, 12);
-  k->id = key_id;
-  k->used = true;
+  int rc = lane_key_init(k, key_id, tx, rx);
+  if (rc) return rc;
   k->installed = ++l->installs;
   return 0;
 }
@@ -201,70 +155,29 @@ int cpb_lane_drop_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id) {
   if (!p || peer == 0) return -ENOENT;
   for (int i = 0; i < CPB_LANE_KEYS; i++)
     if (p->keys[i].used && p->keys[i].id == key_id) {
-      slot_clear(&p->keys[i]);
+      lane_key_clear(&p->keys[i]);
       return 0;
     }
   return -ENOENT;
 }
 
-static struct key_slot *key_find(struct peer *p, uint64_t id) {
+static struct lane_key *key_find(struct peer *p, uint64_t id) {
   for (int i = 0; p && i < CPB_LANE_KEYS; i++)
     if (p->keys[i].used && p->keys[i].id == id) return &p->keys[i];
   return NULL;
 }
 
-static struct key_slot *key_newest(struct peer *p) {
-  struct key_slot *best = NULL;
+static struct lane_key *key_newest(struct peer *p) {
+  struct lane_key *best = NULL;
   for (int i = 0; p && i < CPB_LANE_KEYS; i++)
     if (p->keys[i].used && (!best || p->keys[i].installed > best->installed)) best = &p->keys[i];
   return best;
 }
 
-/* ---- steering ---- */
-
-static int lb_steer(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int32_t backend) {
-  const struct steer_ctx *c = ctx;
-  return backend < 0 ? -EINVAL : cpb_lb_redirect(c->fd, src, sport, dst, dport, (uint32_t)backend);
-}
-static int lb_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
-  const struct steer_ctx *c = ctx;
-  return cpb_lb_lookup(c->fd, src, sport, dst, dport);
-}
-static int mem_steer(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, int32_t backend) {
-  const struct steer_ctx *c = ctx;
-  int rc = cpb_mem_steer(c->wire, src, sport, dst, dport, backend);
-  return rc < 0 ? rc : 0;
-}
-static int mem_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport) {
-  const struct steer_ctx *c = ctx;
-  return cpb_mem_steer_lookup(c->wire, src, sport, dst, dport);
-}
-static int lb_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
-                    int32_t *owner) {
-  const struct steer_ctx *c = ctx;
-  return backend < 0 ? -EINVAL : cpb_lb_claim(c->fd, src, sport, dst, dport, token, (uint32_t)backend, owner);
-}
-static int lb_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
-  const struct steer_ctx *c = ctx;
-  return cpb_lb_unclaim(c->fd, src, sport, dst, dport, token);
-}
-static int mem_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
-                     int32_t *owner) {
-  const struct steer_ctx *c = ctx;
-  int who = -1;
-  int rc = cpb_mem_claim(c->wire, src, sport, dst, dport, token, backend, &who);
-  *owner = who;
-  return rc;
-}
-static int mem_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
-  const struct steer_ctx *c = ctx;
-  return cpb_mem_unclaim(c->wire, src, sport, dst, dport, token);
-}
+/* ---- steering (lanesteer.c) ---- */
 
 void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *st) {
-  if (l->steer_ctx.kind == 1) cpb_lb_close(l->steer_ctx.fd);
-  memset(&l->steer_ctx, 0, sizeof(l->steer_ctx));
-  l->steer_ctx.fd = -1;
+  lane_steer_ctx_clear(&l->steer_ctx);
   if (st) l->steer = *st;
   else memset(&l->steer, 0, sizeof(l->steer)), l->steer.self = -1;
 }
@@ -272,21 +185,12 @@ void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *s
 int cpb_lane_steer_lb(struct cpb_lane *l, int fd, int32_t self) {
   if (fd < 0 || self < 0) return -EINVAL;
   cpb_lane_set_steering(l, NULL);
-  l->steer_ctx.kind = 1;
-  l->steer_ctx.fd = fd;
-  l->steer = (struct cpb_lane_steering){.steer = lb_steer, .owner = lb_owner, .claim = lb_claim, .unclaim = lb_unclaim,
-                                        .ctx = &l->steer_ctx, .self = self};
-  return 0;
+  return lane_steering_lb(&l->steer, &l->steer_ctx, fd, self);
 }
 
 int cpb_lane_steer_mem(struct cpb_lane *l, const char *wire, int32_t self) {
-  if (!wire || !*wire || strlen(wire) >= sizeof(l->steer_ctx.wire) || self < 0) return -EINVAL;
   cpb_lane_set_steering(l, NULL);
-  l->steer_ctx.kind = 2;
-  snprintf(l->steer_ctx.wire, sizeof(l->steer_ctx.wire), "%s", wire);
-  l->steer = (struct cpb_lane_steering){.steer = mem_steer, .owner = mem_owner, .claim = mem_claim, .unclaim = mem_unclaim,
-                                        .ctx = &l->steer_ctx, .self = self};
-  return 0;
+  return lane_steering_mem(&l->steer, &l->steer_ctx, wire, self);
 }
 
 /* ---- events and outcomes ---- */
@@ -325,15 +229,10 @@ void cpb_lane_get_stats(const struct cpb_lane *l, struct cpb_lane_stats *out) { 
 
 static uint32_t since(cpb_time_t now, cpb_time_t t0) { return now > t0 ? (uint32_t)CPB_MIN(now - t0, UINT32_MAX) : 0; }
 
-/* ---- sealing ---- */
-
-static void nonce_of(const uint8_t iv[12], uint64_t seq, uint8_t out[12]) {
-  memcpy(out, iv, 12);
-  for (int i = 0; i < 8; i++) out[4 + i] ^= (uint8_t)(seq >> (56 - 8 * i));
-}
+/* ---- sealing (lanekey.c) ---- */
 
 /* Seals plaintext (len bytes) as one datagram of type to peer under key k. 0 or -errno. */
-static int send_sealed(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, uint8_t type, const uint8_t *pt,
+static int send_sealed(struct cpb_lane *l, cpb_ip4_t peer, struct lane_key *k, uint8_t type, const uint8_t *pt,
                        size_t len) {
   size_t cap;
   if (!k || !k->tx) return -ENOKEY;
@@ -342,60 +241,22 @@ static int send_sealed(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, u
     l->stats.send_failures++;
     return -EAGAIN;
   }
-  if (cap < HDR_LEN + len + TAG_LEN) {
+  long n = lane_key_seal(k, type, pt, len, p, cap);
+  if (n < 0) {
     l->ipout.abort(l->ipout.ctx);
     l->stats.send_failures++;
-    return -EMSGSIZE;
+    return (int)n;
   }
-  uint64_t seq = ++k->tx_seq;
-  p[0] = CPB_LANE_VERSION;
-  p[1] = type;
-  put16(p + 2, 0);
-  put64(p + 4, k->id);
-  put64(p + 12, seq);
-  uint8_t nonce[12];
-  nonce_of(k->tx_iv, seq, nonce);
-  int n;
-  if (EVP_CipherInit_ex(k->tx, NULL, NULL, NULL, nonce, 1) != 1 || EVP_CipherUpdate(k->tx, NULL, &n, p, HDR_LEN) != 1 ||
-      (len && EVP_CipherUpdate(k->tx, p + HDR_LEN, &n, pt, (int)len) != 1) ||
-      EVP_CipherFinal_ex(k->tx, p + HDR_LEN + len, &n) != 1 ||
-      EVP_CIPHER_CTX_ctrl(k->tx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, p + HDR_LEN + len) != 1) {
-    l->ipout.abort(l->ipout.ctx);
-    l->stats.send_failures++;
-    return -EIO;
-  }
-  l->ipout.commit(l->ipout.ctx, CPB_LANE_PROTO, HDR_LEN + len + TAG_LEN);
+  l->ipout.commit(l->ipout.ctx, CPB_LANE_PROTO, (size_t)n);
   return 0;
 }
 
-/* Opens a datagram in place into l->plain; the plaintext length, or -errno (counted). */
-static long open_sealed(struct cpb_lane *l, struct key_slot *k, const uint8_t *p, size_t len) {
-  size_t clen = len - HDR_LEN - TAG_LEN;
-  uint64_t seq = get64(p + 12);
-  if (seq == 0 || (seq <= k->rx_top && (k->rx_top - seq >= WINDOW || (k->rx_bits >> (k->rx_top - seq)) & 1))) {
-    l->stats.replays++;
-    return -EALREADY;
-  }
-  uint8_t nonce[12], tag[TAG_LEN];
-  memcpy(tag, p + len - TAG_LEN, TAG_LEN);
-  nonce_of(k->rx_iv, seq, nonce);
-  int n;
-  if (EVP_CipherInit_ex(k->rx, NULL, NULL, NULL, nonce, 0) != 1 || EVP_CipherUpdate(k->rx, NULL, &n, p, HDR_LEN) != 1 ||
-      (clen && EVP_CipherUpdate(k->rx, l->plain, &n, p + HDR_LEN, (int)clen) != 1) ||
-      EVP_CIPHER_CTX_ctrl(k->rx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) != 1 ||
-      EVP_CipherFinal_ex(k->rx, l->plain + clen, &n) != 1) {
-    memset(l->plain, 0, clen); /* unauthenticated plaintext is never looked at */
-    l->stats.auth_failures++;
-    return -EBADMSG;
-  }
-  if (seq > k->rx_top) {
-    uint64_t shift = seq - k->rx_top;
-    k->rx_bits = shift >= WINDOW ? 1 : (k->rx_bits << shift) | 1;
-    k->rx_top = seq;
-  } else {
-    k->rx_bits |= 1ull << (k->rx_top - seq);
-  }
-  return (long)clen;
+/* Opens a datagram into l->plain; the plaintext length, or -errno (counted). */
+static long open_sealed(struct cpb_lane *l, struct lane_key *k, const uint8_t *p, size_t len) {
+  long n = lane_key_open(k, p, len, l->plain);
+  if (n == -EALREADY) l->stats.replays++;
+  else if (n == -EBADMSG) l->stats.auth_failures++;
+  return n;
 }
 
 static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
@@ -454,7 +315,7 @@ static struct out *out_find_id(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migr
 }
 
 static void send_offer(struct cpb_lane *l, struct out *o) {
-  struct key_slot *k = key_find(peer_find(l, o->peer), o->key_id);
+  struct lane_key *k = key_find(peer_find(l, o->peer), o->key_id);
   if (send_sealed(l, o->peer, k, T_OFFER, o->offer, o->offer_len) == 0) l->stats.offers_sent++;
 }
 
@@ -483,7 +344,7 @@ static void forward_one(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *
   put32(b + BODY_HEAD + 4, dst);
   put16(b + BODY_HEAD + 8, (uint16_t)len);
   memcpy(b + BODY_HEAD + 10, seg, len);
-  struct key_slot *k = key_find(peer_find(l, o->peer), o->key_id);
+  struct lane_key *k = key_find(peer_find(l, o->peer), o->key_id);
   if (send_sealed(l, o->peer, k, T_FORWARD, b, BODY_HEAD + 10 + len) == 0) {
     l->stats.forwarded_out++;
     o->res.forwarded++;
@@ -563,7 +424,7 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
                      uint32_t budget_ms, cpb_time_t now) {
   if (migration_id == 0 || budget_ms == 0) return -EINVAL;
   struct peer *p = peer_find(l, peer);
-  struct key_slot *k = peer ? key_newest(p) : NULL;
+  struct lane_key *k = peer ? key_newest(p) : NULL;
   if (!k) return -ENOKEY;
   if (out_find_flow(l, flow_id)) return -EBUSY;
   struct out *o = NULL;
@@ -635,7 +496,7 @@ static struct seen *seen_add(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migrat
   return s;
 }
 
-static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct key_slot *k, const struct seen *s) {
+static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct lane_key *k, const struct seen *s) {
   uint8_t b[BODY_HEAD + 8];
   head(b, s->migration_id, s->epoch);
   if (s->state == SEEN_ADOPTED) {
@@ -695,7 +556,7 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   return 0;
 }
 
-static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct key_slot *k, const uint8_t *b,
+static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct lane_key *k, const uint8_t *b,
                      size_t len, cpb_time_t now) {
   uint64_t mid = get64(b);
   uint32_t epoch = get32(b + 8);
@@ -779,7 +640,7 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
     return;
   }
   struct peer *peer = peer_find(l, src);
-  struct key_slot *k = src ? key_find(peer, get64(p + 4)) : NULL;
+  struct lane_key *k = src ? key_find(peer, get64(p + 4)) : NULL;
   if (!k) {
     l->stats.unknown_keys++;
     return;

@@ -26,7 +26,7 @@ function text(s: DemoSummary): string {
 export const demoCommand: Command = {
   name: 'demo',
   summary: 'live migration: a client stream through the VIP while its connection moves between hosts',
-  usage: 'capybara demo [--app echo|l7|redis] [--mem] [--tls] [--migrations N] [--json]',
+  usage: 'capybara demo [--app echo|l7|redis] [--mem] [--tls] [--native] [--migrations N] [--json]',
   help: `With root and network namespaces: brings the testbed up with the XDP load balancer, runs
 "capybara serve echo" on hostA and hostB (VIP 10.77.9.1), and starts a kernel client in the client
 namespace that streams numbered messages through the VIP and checks every echoed byte. While it
@@ -41,6 +41,8 @@ Options:
   --tls            the same over TLS: the servers terminate TLS (a throwaway CA and certificate made with
                    the openssl CLI), the client verifies them, and the TLS session migrates with the
                    connection (one handshake for the whole stream)
+  --native         the echo runs in C on the engine thread (serve --native) and its connection migrates
+                   engine to engine through the migration lane, with no JavaScript on the way
   --app APP        echo (default, the story above); l7: L7 direct server return, curl fetches objects
                    spread over both hosts on one keep-alive connection that migrates to each object's
                    owner; redis: redis-benchmark through the Redis front end (redis-server in a store
@@ -48,7 +50,7 @@ Options:
   --json           print {"migrations","bytesVerified","blackoutUs":{"p50","p99","max"},"errors","mode",...}
 
 Exit status 1 when any byte did not check out or a migration failed.`,
-  options: { mem: { type: 'boolean' }, migrations: { type: 'string' }, tls: { type: 'boolean' }, app: { type: 'string' } },
+  options: { mem: { type: 'boolean' }, migrations: { type: 'string' }, tls: { type: 'boolean' }, native: { type: 'boolean' }, app: { type: 'string' } },
   async run(positionals, values, io) {
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
     const json = values.json === true;
@@ -56,7 +58,10 @@ Exit status 1 when any byte did not check out or a migration failed.`,
     const app = values.app ?? 'echo';
     if (app !== 'echo' && app !== 'l7' && app !== 'redis') throw new UsageError(`--app must be echo, l7 or redis (got "${String(app)}")`);
     if (app !== 'echo' && values.mem === true) throw new UsageError(`--app ${app} needs the netns testbed (no --mem)`);
-    const s = await runDemo({ mem: values.mem === true, tls: values.tls === true, migrations, app, log: json ? undefined : (l) => io.out(l) });
+    if (values.native === true && (app !== 'echo' || values.tls === true || values.mem === true)) {
+      throw new UsageError('--native runs the echo story on the testbed, without --tls (native apps do not speak TLS) or --mem');
+    }
+    const s = await runDemo({ mem: values.mem === true, tls: values.tls === true, native: values.native === true, migrations, app, log: json ? undefined : (l) => io.out(l) });
     if (json) {
       const { detail: _detail, ...doc } = s;
       io.out(JSON.stringify(doc));

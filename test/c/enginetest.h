@@ -21,13 +21,17 @@ static void nap(void) {
   nanosleep(&ts, NULL);
 }
 
-/* A small engine on uri with address ip/24 and MAC 02:00:00:00:<mac_hi>:<mac_lo>; short TIME_WAIT. */
-static int start_engine(struct cpb_engine **e, const char *uri, cpb_ip4_t ip, uint8_t mac_hi, uint8_t mac_lo) {
+/* A small engine on uri with address ip/24 (and vip and gateway gw, 0 for none) and MAC
+ * 02:00:00:00:<mac_hi>:<mac_lo>; short TIME_WAIT. */
+static int start_engine_at(struct cpb_engine **e, const char *uri, cpb_ip4_t ip, cpb_ip4_t vip, cpb_ip4_t gw, uint8_t mac_hi,
+                           uint8_t mac_lo) {
   struct cpb_engine_config cfg;
   cpb_engine_config_defaults(&cfg);
   snprintf(cfg.device, sizeof(cfg.device), "%s", uri);
   cfg.stack.ip = ip;
   cfg.stack.prefix_len = 24;
+  cfg.stack.vip = vip;
+  cfg.stack.gateway = gw;
   uint8_t mac[6] = {0x02, 0, 0, 0, mac_hi, mac_lo};
   memcpy(cfg.stack.mac, mac, 6);
   cfg.arena.slots = 64;
@@ -39,5 +43,9 @@ static int start_engine(struct cpb_engine **e, const char *uri, cpb_ip4_t ip, ui
   int rc = cpb_engine_start(e, &cfg, on_notify, NULL, err, sizeof(err));
   if (rc) fprintf(stderr, "  engine start %s: %s\n", uri, err);
   return rc;
+}
+
+static inline int start_engine(struct cpb_engine **e, const char *uri, cpb_ip4_t ip, uint8_t mac_hi, uint8_t mac_lo) {
+  return start_engine_at(e, uri, ip, 0, 0, mac_hi, mac_lo);
 }
 #endif

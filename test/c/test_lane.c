@@ -11,10 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "enginetest.h"
 #include "t.h"
 
-#define IP(a, b, c, d) (((cpb_ip4_t)(a) << 24) | ((cpb_ip4_t)(b) << 16) | ((cpb_ip4_t)(c) << 8) | (d))
 #define IP_A IP(10, 96, 0, 1)
 #define IP_B IP(10, 96, 0, 2)
 #define IP_C IP(10, 96, 0, 100)
@@ -27,13 +26,6 @@
 #define KEY_AB 41 /* the key id of the channel between A and B */
 #define WAIT_US (5 * CPB_US_PER_S)
 
-static void on_notify(void *ctx) { (void)ctx; }
-
-static void nap(void) {
-  struct timespec ts = {0, 200 * 1000};
-  nanosleep(&ts, NULL);
-}
-
 struct rig {
   char sw[40];
   struct cpb_engine *a, *b, *c;
@@ -44,24 +36,9 @@ struct rig {
 };
 
 static int start(struct cpb_engine **e, const char *sw, int port, cpb_ip4_t ip, cpb_ip4_t vip, cpb_ip4_t gw) {
-  struct cpb_engine_config cfg;
-  cpb_engine_config_defaults(&cfg);
-  snprintf(cfg.device, sizeof(cfg.device), "mem:%s?ports=3&port=%d", sw, port);
-  cfg.stack.ip = ip;
-  cfg.stack.prefix_len = 24;
-  cfg.stack.vip = vip;
-  cfg.stack.gateway = gw;
-  uint8_t mac[6] = {0x02, 0, 0, 0, 0x96, (uint8_t)(port + 1)};
-  memcpy(cfg.stack.mac, mac, 6);
-  cfg.arena.slots = 64;
-  cfg.arena.chunks = 2048;
-  cfg.arena.try_hugepages = false;
-  cfg.tcp.time_wait_us = 1000;
-  cfg.spin_us = 20;
-  char err[256] = "";
-  int rc = cpb_engine_start(e, &cfg, on_notify, NULL, err, sizeof(err));
-  if (rc) fprintf(stderr, "  engine start %s: %s\n", cfg.device, err);
-  return rc;
+  char uri[96];
+  snprintf(uri, sizeof(uri), "mem:%s?ports=3&port=%d", sw, port);
+  return start_engine_at(e, uri, ip, vip, gw, 0x96, (uint8_t)(port + 1));
 }
 
 static void dir_fill(struct cpb_lane_dir *d, uint8_t seed) {
