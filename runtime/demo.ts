@@ -185,7 +185,9 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
     }
     const seconds = Math.max(3, Math.ceil(rounds * 0.15) + 2);
     client = spawn('ip', ['netns', 'exec', PLAN.client.ns, process.execPath, join(packageRoot(), 'dist', 'runtime', 'demo', 'stream-client.js'),
-      PLAN.vip, String(DEMO_PORT), String(seconds), ...(certs ? [certs.caFile] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+      PLAN.vip, String(DEMO_PORT), String(seconds), ...(certs ? [certs.caFile] : [])],
+      { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, CAPYBARA_STREAM_WINDOWS: '1' } });
+    client.stdin?.on('error', () => {});
     const out = collect(client);
     let found: 'hostA' | 'hostB' | null = null;
     for (let i = 0; i < 50 && !found; i++) {
@@ -204,6 +206,10 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
       if (r.migrated === 1 && r.timings[0]) {
         migrations++;
         phases.push(r.timings[0]);
+        // The handoff on the shared monotonic clock: the client reports its longest echo interval across it.
+        const t = r.timings[0];
+        const end = Number(process.hrtime.bigint() / 1000n);
+        client.stdin?.write(`W ${Math.floor(t.frozenAtUs ?? starts[starts.length - 1]!)} ${Math.ceil(t.doneAtUs ?? end)}\n`);
         from = to;
       } else {
         errors++;
@@ -212,6 +218,7 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
       }
       await delay(100);
     }
+    client.stdin?.end(); // the client stops and reports
     report = JSON.parse((await out).trim().split('\n').pop() ?? '{}') as StreamReport;
     if (report.error) {
       errors++;
@@ -222,11 +229,15 @@ async function runXdpDemo(opts: DemoOptions): Promise<DemoSummary> {
       errors++;
       detail.push(`client: ${report.tls?.handshakes ?? 0} TLS handshakes (expected exactly one)`);
     }
-    // The client's longest pause that overlaps each migration (a pause starts at the last echo before it).
-    for (const t of starts) {
-      let worst = 0;
-      for (const [at, gap] of report.gaps) if (at <= t + 200_000 && at + gap >= t) worst = Math.max(worst, gap);
-      blackouts.push(worst);
+    // Each migration's blackout: the client's longest echo interval across its handoff (as capybara bench
+    // migration measures it); without window answers, its longest pause overlapping the migration.
+    if (report.windows && report.windows.length === starts.length) blackouts.push(...report.windows);
+    else {
+      for (const t of starts) {
+        let worst = 0;
+        for (const [at, gap] of report.gaps) if (at <= t + 200_000 && at + gap >= t) worst = Math.max(worst, gap);
+        blackouts.push(worst);
+      }
     }
   } catch (err) {
     errors++;

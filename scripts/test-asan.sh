@@ -22,6 +22,7 @@ TESTS=(
   dist/test/unit/stack.test.js
   dist/test/interop/mem-faults.test.js
   dist/test/interop/migration-mem.test.js
+  dist/test/interop/migration-lane.test.js
   dist/test/interop/soak.test.js
 )
 
