@@ -210,7 +210,9 @@ async function capybaraOwner(port: number): Promise<Host | null> {
  */
 async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara' | 'capybara-tls' | 'capybara-native'): Promise<HalfRun> {
   const tls = target === 'capybara-tls';
-  const native = target === 'capybara-native' ? ['--native'] : [];
+  // CAPYBARA_BENCH_SPIN_US: how long the servers' engines busy-poll after activity (serve --spin-us).
+  const spin = process.env.CAPYBARA_BENCH_SPIN_US ? ['--spin-us', process.env.CAPYBARA_BENCH_SPIN_US] : [];
+  const native = [...(target === 'capybara-native' ? ['--native'] : []), ...spin];
   const port = PORTS[target];
   const servers: RunningServer[] = [];
   let certs: CertSet | undefined;

@@ -3,7 +3,7 @@
 #   scripts/fuzz.sh <target|all> [--seconds N]   fuzz for N seconds each (default 60); fails on any finding
 #   scripts/fuzz.sh --replay                     run every seed and past finding once (no fuzzing)
 #   scripts/fuzz.sh --make-corpus                capture frames on the testbed and regenerate the seeds
-# Targets: frame, tcp_input, tcp_adopt, tls_record (libFuzzer, clang -fsanitize=fuzzer,address,undefined;
+# Targets: frame, tcp_input, tcp_adopt, tls_record, lane (libFuzzer, clang -fsanitize=fuzzer,address,undefined;
 # seeds in test/fuzz/corpus/<t>, findings to replay forever in test/fuzz/regressions/<t>) and channel
 # (the migration channel's parser, a bounded mutation fuzzer in TypeScript: test/fuzz/channel-fuzz.ts).
 # New corpus entries go to test/fuzz/bin/corpus/<t> (not checked in); a finding is written to
@@ -11,12 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZ=test/fuzz
-C_TARGETS=(frame tcp_input tcp_adopt tls_record)
+C_TARGETS=(frame tcp_input tcp_adopt tls_record lane)
 ALL=("${C_TARGETS[@]}" channel)
 
 usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
-declare -A MAXLEN=([frame]=8192 [tcp_input]=4096 [tcp_adopt]=16384 [tls_record]=20000)
+declare -A MAXLEN=([frame]=8192 [tcp_input]=4096 [tcp_adopt]=16384 [tls_record]=20000 [lane]=4096)
 
 fuzz_c() { # target seconds
   local t=$1 s=$2
@@ -93,7 +93,7 @@ fail=0
 for t in "${targets[@]}"; do
   case "$t" in
     channel) fuzz_channel "$seconds" || fail=1 ;;
-    frame|tcp_input|tcp_adopt|tls_record) fuzz_c "$t" "$seconds" || fail=1 ;;
+    frame|tcp_input|tcp_adopt|tls_record|lane) fuzz_c "$t" "$seconds" || fail=1 ;;
     *) echo "unknown target $t (one of ${ALL[*]} or all)" >&2; exit 64 ;;
   esac
 done

@@ -427,6 +427,8 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
   struct lane_key *k = peer ? key_newest(p) : NULL;
   if (!k) return -ENOKEY;
   if (out_find_flow(l, flow_id)) return -EBUSY;
+  /* An id the target may remember: it would answer this flow's offer as that one's (no adoption). */
+  if (out_find_id(l, peer, migration_id, epoch)) return -EEXIST;
   struct out *o = NULL;
   for (int i = 0; i < CPB_LANE_OUT && !o; i++)
     if (l->outs[i].state == OUT_FREE) o = &l->outs[i];
@@ -549,7 +551,7 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   }
   if (rc) {
     /* Not ours after all: the source must be able to claim the flow back. */
-    if (cr == CLAIM_NEW) l->steer.unclaim(l->steer.ctx, ts.rip, ts.rport, ts.lip, ts.lport, token);
+    if (cr == CLAIM_NEW && l->steer.unclaim) l->steer.unclaim(l->steer.ctx, ts.rip, ts.rport, ts.lip, ts.lport, token);
     return rc;
   }
   *flow_id = fid;

@@ -130,7 +130,8 @@ void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *s
  * caller's next flush). The outcome comes as CPB_LANE_EV_OUT. Returns 0, -ENOENT (no such flow, or not a
  * native one), -EBUSY (replies pending, already moving), -ENOTCONN (not in a state that moves), -ENOKEY
  * (no key for peer), -EMSGSIZE (snapshot too large for one datagram: use the channel), -ENOSPC (too
- * many migrations under way). On failure the flow runs on untouched. */
+ * many migrations under way), -EEXIST (that id and epoch are under way to peer: ids must be unique). On
+ * failure the flow runs on untouched. */
 int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
                      uint32_t budget_ms, cpb_time_t now);
 /* A datagram of protocol CPB_LANE_PROTO from src (IPv4 payload). */
