@@ -558,8 +558,7 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   return 0;
 }
 
-static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct lane_key *k, const uint8_t *b,
-                     size_t len, cpb_time_t now) {
+static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const uint8_t *b, size_t len, cpb_time_t now) {
   uint64_t mid = get64(b);
   uint32_t epoch = get32(b + 8);
   l->stats.offers_in++;
@@ -589,7 +588,6 @@ static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct peer *p, struct l
     if (l->steer.steer(l->steer.ctx, fi.remote_ip, fi.remote_port, fi.local_ip, fi.local_port, l->steer.self) != 0)
       l->stats.steer_errors++;
   }
-  (void)p;
   answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, fid, now));
   lane_raise(l, CPB_LANE_EV_IN, fid, 0);
 }
@@ -653,7 +651,7 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
     return;
   }
   switch (type) {
-  case T_OFFER: on_offer(l, src, peer, k, l->plain, (size_t)n, now); break;
+  case T_OFFER: on_offer(l, src, k, l->plain, (size_t)n, now); break;
   case T_FORWARD: on_forward(l, src, l->plain, (size_t)n, now); break;
   default: on_answer(l, src, type, l->plain, (size_t)n, now); break;
   }

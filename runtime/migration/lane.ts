@@ -39,6 +39,7 @@ export class LaneError extends CapybaraError {
 
 const ENOENT = 2;
 const EBUSY = 16;
+const EMSGSIZE = 90;
 const ETIMEDOUT = 110;
 /** A JS-side bound on waiting for the engine's outcome beyond the budget (the engine always decides). */
 const OUTCOME_SLACK_MS = 5000;
@@ -114,17 +115,21 @@ export class MigrationLane {
     if (rc < 0) {
       this.#waiting.delete(migrationId);
       // Not native, or not now (replies still waiting to be sent, already moving): the caller may try again later.
+      if (rc === -EMSGSIZE) {
+        throw new LaneError('ERR_MIGRATION_BUSY', rc, `flow ${flowId} has more bytes buffered than one lane datagram carries (about 800): try again when fewer are in flight`);
+      }
       const transient = rc === -ENOENT || rc === -EBUSY;
       throw new LaneError(transient ? 'ERR_MIGRATION_STATE' : 'ERR_MIGRATION_LANE', rc,
         `the engine cannot move flow ${flowId} through the lane (${errnoName(rc)})`);
     }
     let timer: NodeJS.Timeout | undefined;
-    const err = await Promise.race([decided, new Promise<number>((resolve) => {
+    let err = await Promise.race([decided, new Promise<number>((resolve) => {
       timer = setTimeout(() => resolve(-ETIMEDOUT), budgetMs + OUTCOME_SLACK_MS);
     })]);
     clearTimeout(timer);
     this.#waiting.delete(migrationId);
     const o: LaneOutcome | null = e.laneOutcome!(migrationId);
+    if (o) err = o.err; // the engine's word, should its event have been lost on the way here
     if (err !== 0) {
       const code = err === -ETIMEDOUT ? 'ERR_MIGRATION_TIMEOUT' : 'ERR_MIGRATION_REJECTED';
       throw new LaneError(code, err, err === -ETIMEDOUT

@@ -339,8 +339,9 @@ export function migrationLoop(port: number, gapMs = 60): MigrationLoop {
         owner = other(owner);
       } else if (r.failed > 0) {
         // A connection in its TLS handshake, or one this host is still handing over, cannot move right now
-        // (ERR_MIGRATION_STATE): look for the owner again. Anything else is a failure.
-        if (r.errors.every((e) => e.code === 'ERR_MIGRATION_STATE')) owner = null;
+        // (ERR_MIGRATION_STATE), nor a native flow with more in flight than a lane datagram carries
+        // (ERR_MIGRATION_BUSY): look for the owner again. Anything else is a failure.
+        if (r.errors.every((e) => e.code === 'ERR_MIGRATION_STATE' || e.code === 'ERR_MIGRATION_BUSY')) owner = null;
         else errors.push(JSON.stringify(r.errors));
       } else {
         owner = null;

@@ -64,13 +64,23 @@ describe('native apps migrate through the engines\' lane (XDP testbed)', { skip:
           const port = c.localPorts[0]!;
           await waitProgress(c, 200, 10_000, 'before migrating');
           const blackouts: number[] = [];
+          let busy = 0;
           for (let i = 0; i < 200; i++) {
             const o = await ownerOf(port, 7121);
             assert.ok(o, `migration ${i}: no host has the flow`);
             const r = await migrate(o.host, 'all');
+            // More in flight than one lane datagram carries (the client's ACKs lag on a busy machine): the flow
+            // stays where it is, unharmed; ask again a moment later.
+            if (r.migrated === 0 && r.errors.every((e) => e.code === 'ERR_MIGRATION_BUSY') && busy < 400) {
+              busy++;
+              i--;
+              await new Promise((res) => setTimeout(res, 5));
+              continue;
+            }
             assert.equal(r.migrated, 1, JSON.stringify(r.errors));
             blackouts.push(r.timings[0]!.blackoutUs);
           }
+          if (busy > 0) log(`${busy} asks found too much in flight for one datagram and were repeated`);
           await waitProgress(c, 200, 10_000, 'after 200 migrations');
           assert.ok(await laneAdopted() >= 200);
           const res = await c.stop();
