@@ -47,9 +47,9 @@
 #define CPB_LANE_GRACE_US 50000  /* the source forwards stragglers this long after the answer */
 #define CPB_LANE_RTO_US 1000     /* first re-send of an unanswered offer; doubles up to 64 ms */
 
-/* Events for the application (struct tcp_event.type; beyond TCP's own). */
-#define CPB_LANE_EV_OUT 32 /* id = migration id: decided, err = 0 (the target owns the flow) or -errno */
-#define CPB_LANE_EV_IN 33  /* id = flow id adopted here through the lane */
+/* Events for the application (struct tcp_event.type; tcp.h lists them with TCP's own). */
+#define CPB_LANE_EV_OUT TCP_EV_LANE_OUT
+#define CPB_LANE_EV_IN TCP_EV_LANE_IN
 
 struct cpb_lane_dir {
   uint8_t key[32];

@@ -61,6 +61,9 @@ enum tcp_event_type {
   TCP_EV_CLOSED,         /* the flow is gone for the app: err = 0 (orderly), -ECONNRESET, -ETIMEDOUT,
                             -ECONNREFUSED; the app must still call tcp_close to free its handle */
   TCP_EV_ADOPTED,        /* tcp_adopt restored this flow (delivered before any other event of the flow) */
+  /* Raised beside TCP by the engine's migration lane (native/mig/lane.h), in the same event stream: */
+  TCP_EV_LANE_OUT = 32,  /* id = migration id: decided, err = 0 (the target owns the flow) or -errno */
+  TCP_EV_LANE_IN = 33,   /* id = a flow the lane adopted here */
 };
 struct tcp_event {
   enum tcp_event_type type;

@@ -557,7 +557,7 @@ static void op_migrate(struct rd *r) {
   bool was_frozen = tcp_flow_info(w.tcp, f->id, &fi) == 0 && fi.frozen; /* migrating already */
   int rc = cpb_lane_migrate(w.lane, f->id, peer, mid, epoch, 1 + c, w.now);
   check(rc == 0 || rc == -EINVAL || rc == -ENOENT || rc == -EBUSY || rc == -ENOTCONN || rc == -ENOKEY || rc == -EMSGSIZE ||
-            rc == -ENOSPC,
+            rc == -ENOSPC || rc == -EEXIST,
         "migrate: a documented result");
   if (rc == 0) {
     check(tcp_flow_info(w.tcp, f->id, &fi) == 0 && fi.frozen, "migrating flow frozen");
