@@ -57,7 +57,10 @@ int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t 
                  int32_t *owner) {
   struct lb_flow k;
   claim_key(&k, src, sport, dst, dport, token);
-  struct lb_flow_val v = {.backend = backend};
+  /* Stamped like a flow entry, so the balancer's idle sweep (lbctl expire) keeps it as long as one. */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  struct lb_flow_val v = {.backend = backend, .last_seen_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec};
   if (bpf_map_update_elem(fd, &k, &v, BPF_NOEXIST) == 0) return 0;
   if (errno != EEXIST) return -errno;
   if (bpf_map_lookup_elem(fd, &k, &v)) return -errno; /* gone meanwhile (LRU): let the caller ask again */
