@@ -4,6 +4,7 @@
 // the Migrator's steer hook: it points the client's side of a flow at the port of the runtime that now
 // owns it (one table write, under a lock the data path never takes).
 import { CapybaraError, errnoName } from '../runtime/errors.js';
+import { claimOutcome, type ClaimResult } from '../runtime/migration/claim.js';
 import { loadBinding, type Binding } from '../runtime/native.js';
 
 /** The flow as the migrator names it: local = the server side (the VIP), remote = the client. */
@@ -81,12 +82,10 @@ export class MemSwitch {
   };
 
   /** The Migrator's claim hook (cpb_mem_claim): the first claim of (flow, token) wins. */
-  readonly claim = (flow: SteeredFlow, token: number, runtime: string): 'won' | 'lost' | 'none' => {
+  readonly claim = (flow: SteeredFlow, token: number, runtime: string): ClaimResult => {
     const port = this.#runtimes.get(runtime);
     if (port === undefined || !this.#binding.memClaim) return 'none';
-    const [rc, who] = this.#binding.memClaim(this.name, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, port);
-    if (rc === 0) return 'won';
-    return rc === -17 /* EEXIST */ ? (who === port ? 'won' : 'lost') : 'none';
+    return claimOutcome(this.#binding.memClaim(this.name, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, port), port);
   };
 
   readonly unclaim = (flow: SteeredFlow, token: number): void => {

@@ -247,7 +247,8 @@ async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara'
         if (r.migrated === 1 && r.timings[0]) {
           starts.push(t);
           const p = r.timings[0];
-          stream.handoff(p.frozenAtUs ?? t, p.doneAtUs ?? Number(process.hrtime.bigint() / 1000n), t, Number(process.hrtime.bigint() / 1000n));
+          const answered = Number(process.hrtime.bigint() / 1000n);
+          stream.handoff(p.frozenAtUs ?? t, p.doneAtUs ?? answered, t, answered);
           // A lane migration has no separate capture, snapshot, steer or release on the source (one engine
           // call; the target steers): those phases are left out rather than reported as 0 µs.
           const channel = (p as unknown as { path?: string }).path !== 'lane';
@@ -421,7 +422,8 @@ async function runTcpRepair(ctx: BenchContext, rounds: number, forward: boolean)
           await byHost(to).next(['adopted'], 5000);
           starts.push(t);
           const n = (k: string) => Number(r[k]);
-          stream.handoff(n('frozenAtUs') || t, n('doneAtUs') || Number(process.hrtime.bigint() / 1000n), t, Number(process.hrtime.bigint() / 1000n));
+          const answered = Number(process.hrtime.bigint() / 1000n);
+          stream.handoff(n('frozenAtUs') || t, n('doneAtUs') || answered, t, answered);
           phases.push({
             freeze: n('freezeUs'), snapshot: n('snapshotUs'), shipAdopt: n('shipUs'), adopt: n('adoptUs'), steer: n('steerUs'),
             release: n('releaseUs'), total: n('totalUs'), snapshotBytes: n('snapshotBytes'), sndQueue: n('sndQueue'), rcvQueue: n('rcvQueue'),

@@ -9,9 +9,8 @@ import { adminDir } from '../admin.js';
 import { loadBinding } from '../native.js';
 import { ConfigError } from '../errors.js';
 import type { FlowKey } from './messages.js';
-import type { ClaimResult, MigrationPeer, MigratorOptions } from './migrator.js';
-
-const EEXIST = 17;
+import { claimOutcome, type ClaimResult } from './claim.js';
+import type { MigrationPeer, MigratorOptions } from './migrator.js';
 
 export const CLUSTER_KEY_BYTES = 32;
 
@@ -112,9 +111,7 @@ export async function balancerSteering(): Promise<BalancerHooks | undefined> {
     const claim = binding.lbClaim ? (flow: FlowKey, token: number, runtime: string): ClaimResult => {
       const b = index.get(runtime);
       if (b === undefined) return 'none';
-      const [rc, who] = binding.lbClaim!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, b);
-      if (rc === 0) return 'won';
-      return rc === -EEXIST ? (who === b ? 'won' : 'lost') : 'none';
+      return claimOutcome(binding.lbClaim!(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token, b), b);
     } : undefined;
     const unclaim = (flow: FlowKey, token: number): void => {
       binding.lbUnclaim?.(fd, flow.remoteAddress, flow.remotePort, flow.localAddress, flow.localPort, token);

@@ -3,7 +3,7 @@
 // This file gives the engine what it cannot know itself — the lane keys of every channel session (derived
 // by the channel handshake, runtime/migration/keys.ts laneKeys), the balancer's table and this runtime's
 // backend in it — starts migrations and turns the engine's outcome events into promises.
-import { CapybaraError, errnoName } from '../errors.js';
+import { CapybaraError, errnoName, errnoNumber } from '../errors.js';
 import type { EngineInstance, LaneOutcome } from '../native.js';
 import type { MigrationChannel } from './channel.js';
 
@@ -37,10 +37,10 @@ export class LaneError extends CapybaraError {
   }
 }
 
-const ENOENT = 2;
-const EBUSY = 16;
-const EMSGSIZE = 90;
-const ETIMEDOUT = 110;
+const ENOENT = errnoNumber('ENOENT');
+const EBUSY = errnoNumber('EBUSY');
+const EMSGSIZE = errnoNumber('EMSGSIZE');
+const ETIMEDOUT = errnoNumber('ETIMEDOUT');
 /** A JS-side bound on waiting for the engine's outcome beyond the budget (the engine always decides). */
 const OUTCOME_SLACK_MS = 5000;
 

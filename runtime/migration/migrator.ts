@@ -17,6 +17,7 @@ import { ChannelError } from './errors.js';
 import { MigrationDedupe } from './dedupe.js';
 import type { FlowKey, ForwardedSegment, ForwardMessage, MigrationMessage, OfferMessage } from './messages.js';
 import { MAX_FORWARD_SEGMENTS } from './messages.js';
+import { claimToken, type ClaimResult } from './claim.js';
 import { MigrationLane, type LaneSteering } from './lane.js';
 import { MigrationTrace } from './trace.js';
 import { warmUpMigrationPath } from './warmup.js';
@@ -26,18 +27,7 @@ import type { EngineInstance } from '../native.js';
 
 export class MigrationError extends CapybaraError {}
 
-export type ClaimResult = 'won' | 'lost' | 'none';
-
-/** A migration's claim token at the balancer (24 bits, never 0): the source's name, its epoch and the id. */
-export function claimToken(source: string, epoch: number, migrationId: number): number {
-  let h = 0x811c9dc5;
-  const mix = (x: number) => {
-    h ^= x & 0xff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  };
-  for (const c of Buffer.from(`${source}/${epoch}/${migrationId}`)) mix(c);
-  return ((h >>> 8) & 0xffffff) | 1;
-}
+export type { ClaimResult };
 
 export interface MigrationPeer {
   name: string;
