@@ -1,5 +1,5 @@
 /* The migration lane (see lane.h): keys and sealing, the source's migrations in progress, the target's
- * memory of offers, and the messages between them. */
+ * memory of offers, and the messages between them; messages beyond one datagram go in parts (lanefrag.c). */
 #include "lane.h"
 
 #include <stdatomic.h>
@@ -7,17 +7,21 @@
 #include <stdlib.h>
 
 #include "../tcp/snapshot.h"
+#include "lanefrag.h"
 #include "lanekey.h"
 #include "lanesteer.h"
 
 #define HDR_LEN LANE_HDR_LEN
 #define TAG_LEN LANE_TAG_LEN
 #define BODY_HEAD 12 /* migration id + epoch */
-#define MAX_PLAIN 1400
+#define MAX_PLAIN LANE_MAX_PLAIN
+#define FWD_MAX (BODY_HEAD + 10 + TCP_HOLD_SEG_MAX)
 #define RTO_MAX_US 64000
+#define RETRY_US 50 /* the device had no room for a part: try again this soon */
 #define EVENTS 64
 
-enum { T_OFFER = 1, T_ADOPTED = 2, T_REJECTED = 3, T_FORWARD = 4 };
+enum { T_OFFER = 1, T_ADOPTED = 2, T_REJECTED = 3, T_FORWARD = 4, T_PART = 5 };
+_Static_assert(FWD_MAX <= LANE_SMALL_MAX, "a forwarded segment fits a small slot");
 
 struct peer {
   cpb_ip4_t ip; /* 0 = free */
@@ -41,12 +45,16 @@ struct out {
   cpb_ip4_t lip, rip;
   uint16_t lport, rport;
   cpb_time_t started, next_send, deadline, grace_end;
-  uint32_t rto;
+  uint32_t rto, rto_max;
   struct cpb_lane_outcome res;
-  uint16_t offer_len;
-  uint8_t offer[MAX_PLAIN];
+  uint8_t *offer; /* inline_offer, or a pool buffer (pool >= 0) */
+  uint32_t offer_len;
+  int pool;
+  uint32_t msg;                /* its message number when it goes in parts */
+  uint16_t nparts, next_part;  /* next_part < nparts: this copy is still leaving (its re-send timer waits) */
   uint8_t nkept;
   struct kept_seg kept[CPB_LANE_KEEP];
+  uint8_t inline_offer[MAX_PLAIN];
 };
 
 enum seen_state { SEEN_ADOPTED = 1, SEEN_REJECTED };
@@ -71,14 +79,19 @@ struct cpb_lane {
   uint64_t installs;
   struct peer peers[CPB_LANE_PEERS];
   struct out outs[CPB_LANE_OUT];
-  struct cpb_lane_outcome done[CPB_LANE_OUT]; /* ring of the last outcomes */
+  struct cpb_lane_outcome done[CPB_LANE_DONE]; /* ring of the last outcomes */
   uint32_t done_next;
   struct seen seen[CPB_LANE_SEEN];
   uint32_t seen_next;
   struct tcp_event ev[EVENTS];
   uint32_t ev_head, ev_len;
   struct cpb_lane_stats stats;
-  uint8_t plain[MAX_PLAIN + 64];
+  struct lane_reasm reasm;
+  uint8_t *pool[CPB_LANE_POOL]; /* big offers kept for re-sends, CPB_LANE_MSG_MAX each */
+  bool pool_used[CPB_LANE_POOL];
+  uint8_t plain[MAX_PLAIN + 64]; /* what a datagram opened to */
+  uint8_t part[MAX_PLAIN];       /* a part being sealed */
+  uint8_t fwd[FWD_MAX];          /* a forward being built (input may be under way in plain) */
 };
 
 /* ---- little-endian fields ---- */
@@ -108,11 +121,22 @@ struct cpb_lane *cpb_lane_new(struct cpb_tcp *t, const struct cpb_lane_ipout *ou
   if (apps) l->apps = *apps;
   l->steer_ctx.fd = -1;
   l->steer.self = -1;
+  bool ok = lane_reasm_init(&l->reasm) == 0;
+  for (int i = 0; i < CPB_LANE_POOL; i++) ok = ok && (l->pool[i] = malloc(CPB_LANE_MSG_MAX)) != NULL; /* untouched until used */
+  if (!ok) {
+    cpb_lane_free(l);
+    return NULL;
+  }
   return l;
 }
 
+static void offer_drop(struct cpb_lane *l, struct out *o);
+
 void cpb_lane_free(struct cpb_lane *l) {
   if (!l) return;
+  for (int i = 0; i < CPB_LANE_OUT; i++) offer_drop(l, &l->outs[i]);
+  for (int i = 0; i < CPB_LANE_POOL; i++) free(l->pool[i]);
+  lane_reasm_free(&l->reasm);
   for (int p = 0; p < CPB_LANE_PEERS; p++)
     for (int k = 0; k < CPB_LANE_KEYS; k++) lane_key_clear(&l->peers[p].keys[k]);
   lane_steer_ctx_clear(&l->steer_ctx);
@@ -217,7 +241,7 @@ bool cpb_lane_next_event(struct cpb_lane *l, struct tcp_event *ev) {
 }
 
 bool cpb_lane_outcome(const struct cpb_lane *l, uint64_t migration_id, struct cpb_lane_outcome *out) {
-  for (int i = 0; i < CPB_LANE_OUT; i++)
+  for (int i = 0; i < CPB_LANE_DONE; i++)
     if (l->done[i].migration_id == migration_id && migration_id != 0) {
       *out = l->done[i];
       return true;
@@ -225,7 +249,10 @@ bool cpb_lane_outcome(const struct cpb_lane *l, uint64_t migration_id, struct cp
   return false;
 }
 
-void cpb_lane_get_stats(const struct cpb_lane *l, struct cpb_lane_stats *out) { *out = l->stats; }
+void cpb_lane_get_stats(const struct cpb_lane *l, struct cpb_lane_stats *out) {
+  *out = l->stats;
+  out->reasm_evicted = l->reasm.evicted;
+}
 
 static uint32_t since(cpb_time_t now, cpb_time_t t0) { return now > t0 ? (uint32_t)CPB_MIN(now - t0, UINT32_MAX) : 0; }
 
@@ -257,6 +284,36 @@ static long open_sealed(struct cpb_lane *l, struct lane_key *k, const uint8_t *p
   if (n == -EALREADY) l->stats.replays++;
   else if (n == -EBADMSG) l->stats.auth_failures++;
   return n;
+}
+
+static uint32_t next_msg(struct lane_key *k) {
+  if (++k->tx_msg == 0) ++k->tx_msg; /* 0 is never a message number */
+  return k->tx_msg;
+}
+
+/* Sends message m (len bytes, type) to peer under k: whole when it fits one datagram, else its parts
+ * from *next on, at most max of them per call. Returns 0 (all sealed), -EAGAIN (the device has no room
+ * now: *next is where to go on), -EINPROGRESS (max reached), or another -errno when some part could not
+ * be sealed (lost: a re-send brings it). */
+static int send_parts(struct cpb_lane *l, cpb_ip4_t peer, struct lane_key *k, uint8_t type, const uint8_t *m, size_t len,
+                      uint32_t msg, uint16_t *next, int max) {
+  if (len <= MAX_PLAIN) {
+    *next = 1;
+    return send_sealed(l, peer, k, type, m, len);
+  }
+  uint16_t count = lane_part_count(len);
+  int err = 0;
+  for (int sent = 0; *next < count; sent++) {
+    if (sent == max) return -EINPROGRESS;
+    size_t n = lane_part_emit(msg, type, m, len, *next, l->part);
+    int rc = send_sealed(l, peer, k, T_PART, l->part, n);
+    memset(l->part, 0, n);
+    if (rc == -EAGAIN) return rc;
+    if (rc) err = rc;
+    else l->stats.parts_out++;
+    ++*next;
+  }
+  return err;
 }
 
 static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
@@ -314,9 +371,45 @@ static struct out *out_find_id(struct cpb_lane *l, cpb_ip4_t peer, uint64_t migr
   return NULL;
 }
 
-static void send_offer(struct cpb_lane *l, struct out *o) {
+/* Sends the current copy of the offer on from where it stopped; once its last part has left, the re-send
+ * timer starts (a timer started with the first part would fire while a big offer is still leaving). */
+static void send_offer(struct cpb_lane *l, struct out *o, cpb_time_t now) {
   struct lane_key *k = key_find(peer_find(l, o->peer), o->key_id);
-  if (send_sealed(l, o->peer, k, T_OFFER, o->offer, o->offer_len) == 0) l->stats.offers_sent++;
+  int rc = send_parts(l, o->peer, k, T_OFFER, o->offer, o->offer_len, o->msg, &o->next_part, CPB_LANE_BURST);
+  if (o->next_part < o->nparts) { /* the rest in the next round (the device's ring drains meanwhile) */
+    o->next_send = rc == -EAGAIN ? now + RETRY_US : now;
+    return;
+  }
+  if (rc == 0) l->stats.offers_sent++;
+  o->next_send = now + o->rto;
+}
+
+/* Where the offer is built: inline when it fits one datagram, else a pool buffer. 0, -EMSGSIZE, -EBUSY. */
+static int offer_buffer(struct cpb_lane *l, struct out *o, size_t total) {
+  o->pool = -1;
+  if (total <= MAX_PLAIN) {
+    o->offer = o->inline_offer;
+    return 0;
+  }
+  if (total > CPB_LANE_MSG_MAX) return -EMSGSIZE;
+  for (int i = 0; i < CPB_LANE_POOL; i++)
+    if (!l->pool_used[i]) {
+      l->pool_used[i] = true;
+      o->pool = i;
+      o->offer = l->pool[i];
+      return 0;
+    }
+  return -EBUSY;
+}
+
+/* The offer is decided (or never was): wipe it (it holds the flow's bytes) and give its buffer back. */
+static void offer_drop(struct cpb_lane *l, struct out *o) {
+  if (o->offer) memset(o->offer, 0, o->offer_len);
+  if (o->pool >= 0 && o->pool < CPB_LANE_POOL) l->pool_used[o->pool] = false;
+  o->offer = NULL;
+  o->offer_len = 0;
+  o->pool = -1;
+  o->nparts = o->next_part = 0;
 }
 
 struct fwd_ctx {
@@ -334,22 +427,25 @@ static void forward_one(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *
     s->src = src, s->dst = dst, s->len = (uint16_t)len;
     memcpy(s->bytes, seg, len);
   }
-  if (BODY_HEAD + 10 + len > MAX_PLAIN) { /* a full-sized segment: the client's TCP sends it again */
+  if (BODY_HEAD + 10 + len > FWD_MAX) { /* not from TCP's hold (TCP_HOLD_SEG_MAX) */
     l->stats.forward_too_big++;
     return;
   }
-  uint8_t *b = l->plain;
+  uint8_t *b = l->fwd;
+  size_t n = BODY_HEAD + 10 + len;
   head(b, o->migration_id, o->epoch);
   put32(b + BODY_HEAD, src);
   put32(b + BODY_HEAD + 4, dst);
   put16(b + BODY_HEAD + 8, (uint16_t)len);
   memcpy(b + BODY_HEAD + 10, seg, len);
   struct lane_key *k = key_find(peer_find(l, o->peer), o->key_id);
-  if (send_sealed(l, o->peer, k, T_FORWARD, b, BODY_HEAD + 10 + len) == 0) {
+  uint16_t next = 0;
+  /* A full-sized segment goes in two parts; one lost is sent again by the client's TCP. */
+  if (send_parts(l, o->peer, k, T_FORWARD, b, n, n > MAX_PLAIN && k ? next_msg(k) : 0, &next, INT32_MAX) == 0) {
     l->stats.forwarded_out++;
     o->res.forwarded++;
   }
-  memset(b, 0, BODY_HEAD + 10 + len);
+  memset(b, 0, n);
 }
 
 /* Sends what the frozen flow held since the last time. Before the answer only as many as can be kept. */
@@ -357,6 +453,7 @@ static void forward_held(struct cpb_lane *l, struct out *o) {
   struct tcp_flow_info fi;
   if (tcp_flow_info(l->tcp, o->flow_id, &fi) != 0 || fi.held_segs == 0) return;
   bool keep = o->state == OUT_ASKING;
+  if (keep && o->next_part < o->nparts) return; /* they follow the offer, never overtake it */
   if (keep && o->nkept + fi.held_segs > CPB_LANE_KEEP) return; /* they wait for the answer, held */
   struct fwd_ctx f = {.l = l, .o = o, .keep = keep};
   tcp_held_drain(l->tcp, o->flow_id, forward_one, &f);
@@ -365,15 +462,14 @@ static void forward_held(struct cpb_lane *l, struct out *o) {
 static void out_record(struct cpb_lane *l, struct out *o, int32_t err) {
   o->res.err = err;
   l->done[l->done_next] = o->res;
-  l->done_next = (l->done_next + 1) % CPB_LANE_OUT;
+  l->done_next = (l->done_next + 1) % CPB_LANE_DONE;
   lane_raise(l, CPB_LANE_EV_OUT, o->migration_id, err);
 }
 
-static void out_free(struct out *o) {
-  memset(o->offer, 0, o->offer_len);
+static void out_free(struct cpb_lane *l, struct out *o) {
+  offer_drop(l, o);
   for (int i = 0; i < o->nkept; i++) memset(o->kept[i].bytes, 0, o->kept[i].len);
   o->state = OUT_FREE;
-  o->offer_len = 0;
   o->nkept = 0;
 }
 
@@ -383,8 +479,7 @@ static void out_owned(struct cpb_lane *l, struct out *o, cpb_time_t now) {
   o->state = OUT_OWNED;
   o->res.answered_us = since(now, o->started);
   o->grace_end = now + CPB_LANE_GRACE_US;
-  memset(o->offer, 0, o->offer_len);
-  o->offer_len = 0;
+  offer_drop(l, o);
   for (int i = 0; i < o->nkept; i++) memset(o->kept[i].bytes, 0, o->kept[i].len);
   o->nkept = 0;
   forward_held(l, o);
@@ -395,7 +490,7 @@ static void out_finish(struct cpb_lane *l, struct out *o, cpb_time_t now) {
   forward_held(l, o);
   if (l->apps.forget) l->apps.forget(l->apps.ctx, o->flow_id);
   tcp_release(l->tcp, o->flow_id, now);
-  out_free(o);
+  out_free(l, o);
 }
 
 /* Before the source takes a flow back: does the target own it? With an arbiter, the source's own claim
@@ -417,12 +512,45 @@ static void out_give_back(struct cpb_lane *l, struct out *o, int32_t err, cpb_ti
   tcp_unfreeze(l->tcp, o->flow_id, now);
   for (int i = 0; i < o->nkept; i++) tcp_input(l->tcp, o->kept[i].src, o->kept[i].dst, o->kept[i].bytes, o->kept[i].len, now);
   out_record(l, o, err);
-  out_free(o);
+  out_free(l, o);
+}
+
+/* Writes the offer into o's buffer: head, app, snapshot, record. The snapshot's length, or -errno (then
+ * the buffer is given back). */
+static long offer_build(struct cpb_lane *l, struct out *o, uint64_t flow_id, const char *name, const uint8_t *state,
+                        const uint8_t *record, size_t record_len, cpb_time_t now) {
+  size_t nlen = strnlen(name, CPB_LANE_APP_NAME);
+  long need = tcp_snapshot_size(l->tcp, flow_id);
+  if (need < 0) return need;
+  size_t total = BODY_HEAD + 1 + nlen + CPB_LANE_APP_STATE + 4 + (size_t)need + 4 + record_len;
+  int rc = offer_buffer(l, o, total);
+  if (rc) return rc;
+  uint8_t *b = o->offer;
+  size_t off = BODY_HEAD;
+  head(b, o->migration_id, o->epoch);
+  b[off++] = (uint8_t)nlen;
+  memcpy(b + off, name, nlen);
+  off += nlen;
+  memcpy(b + off, state, CPB_LANE_APP_STATE);
+  off += CPB_LANE_APP_STATE;
+  long sn = tcp_snapshot(l->tcp, flow_id, b + off + 4, total - off - 8 - record_len, now);
+  if (sn < 0) {
+    o->offer_len = (uint32_t)total;
+    offer_drop(l, o);
+    return sn == -ENOSPC ? -EMSGSIZE : sn;
+  }
+  put32(b + off, (uint32_t)sn);
+  off += 4 + (size_t)sn;
+  put32(b + off, (uint32_t)record_len);
+  if (record_len) memcpy(b + off + 4, record, record_len);
+  o->offer_len = (uint32_t)(off + 4 + record_len);
+  return sn;
 }
 
 int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
-                     uint32_t budget_ms, cpb_time_t now) {
-  if (migration_id == 0 || budget_ms == 0) return -EINVAL;
+                     uint32_t budget_ms, const uint8_t *record, size_t record_len, cpb_time_t now) {
+  if (migration_id == 0 || budget_ms == 0 || (record_len && !record)) return -EINVAL;
+  if (record_len > CPB_LANE_MSG_MAX) return -EMSGSIZE;
   struct peer *p = peer_find(l, peer);
   struct lane_key *k = peer ? key_newest(p) : NULL;
   if (!k) return -ENOKEY;
@@ -438,26 +566,17 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
   uint8_t state[CPB_LANE_APP_STATE];
   int rc = l->apps.export_flow(l->apps.ctx, flow_id, name, state);
   if (rc) return rc;
-  size_t nlen = strnlen(name, CPB_LANE_APP_NAME);
-  memset(o, 0, offsetof(struct out, offer));
+  memset(o, 0, offsetof(struct out, kept));
+  o->pool = -1;
   rc = tcp_freeze(l->tcp, flow_id, now);
   if (rc) return rc == -EALREADY ? -EBUSY : rc;
-  uint8_t *b = o->offer;
-  size_t off = BODY_HEAD;
-  head(b, migration_id, epoch);
-  b[off++] = (uint8_t)nlen;
-  memcpy(b + off, name, nlen);
-  off += nlen;
-  memcpy(b + off, state, CPB_LANE_APP_STATE);
-  off += CPB_LANE_APP_STATE;
-  long sn = tcp_snapshot(l->tcp, flow_id, b + off + 2, MAX_PLAIN - off - 2, now);
+  o->migration_id = migration_id;
+  o->epoch = epoch;
+  long sn = offer_build(l, o, flow_id, name, state, record, record_len, now);
   if (sn < 0) {
-    memset(b, 0, MAX_PLAIN);
     tcp_unfreeze(l->tcp, flow_id, now);
-    return sn == -ENOSPC ? -EMSGSIZE : (int)sn;
+    return (int)sn;
   }
-  put16(b + off, (uint16_t)sn);
-  o->offer_len = (uint16_t)(off + 2 + (size_t)sn);
   struct tcp_flow_info fi;
   tcp_flow_info(l->tcp, flow_id, &fi);
   o->lip = fi.local_ip, o->rip = fi.remote_ip, o->lport = fi.local_port, o->rport = fi.remote_port;
@@ -469,13 +588,16 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
   o->peer = peer;
   o->key_id = k->id;
   o->token = token_of(migration_id, epoch, k->tx_iv);
-  o->rto = CPB_LANE_RTO_US;
+  o->nparts = o->offer_len <= MAX_PLAIN ? 1 : lane_part_count(o->offer_len);
+  o->msg = o->nparts > 1 ? next_msg(k) : 0;
+  /* A big offer takes a while to arrive and to open: a re-send before that only adds load. */
+  o->rto = CPB_LANE_RTO_US + (uint32_t)((uint64_t)o->offer_len * CPB_LANE_RTO_NS_PER_BYTE / 1000);
+  o->rto_max = CPB_MAX(RTO_MAX_US, 4 * o->rto);
   o->deadline = now + (cpb_time_t)budget_ms * CPB_US_PER_MS;
   o->started = now;
   o->res.migration_id = migration_id;
   o->res.snapshot_bytes = (uint32_t)sn;
-  send_offer(l, o);
-  o->next_send = now + o->rto;
+  send_offer(l, o, now);
   forward_held(l, o); /* what arrived since the freeze: none yet, unless the caller held the lock long */
   return 0;
 }
@@ -514,17 +636,22 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   size_t off = BODY_HEAD;
   if (len < off + 1) return -EBADMSG;
   size_t nlen = b[off++];
-  if (nlen == 0 || nlen > CPB_LANE_APP_NAME || len < off + nlen + CPB_LANE_APP_STATE + 2) return -EBADMSG;
+  if (nlen == 0 || nlen > CPB_LANE_APP_NAME || len < off + nlen + CPB_LANE_APP_STATE + 4) return -EBADMSG;
   char name[CPB_LANE_APP_NAME + 1];
   memcpy(name, b + off, nlen);
   name[nlen] = 0;
   off += nlen;
   const uint8_t *state = b + off;
   off += CPB_LANE_APP_STATE;
-  size_t sn = get16(b + off);
-  off += 2;
-  if (off + sn != len) return -EBADMSG;
+  size_t sn = get32(b + off);
+  off += 4;
+  if (sn > len - off || len - off - sn < 4) return -EBADMSG;
   const uint8_t *snap = b + off;
+  off += sn;
+  size_t rn = get32(b + off);
+  off += 4;
+  if (rn != len - off) return -EBADMSG;
+  const uint8_t *rec = rn ? b + off : NULL;
   struct tcp_snap ts;
   int rc = tcp_snap_parse(snap, sn, &ts);
   if (rc) return rc;
@@ -545,7 +672,7 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   }
   uint64_t fid = 0;
   rc = tcp_adopt(l->tcp, snap, sn, now, &fid);
-  if (rc == 0 && (rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, now)) != 0) {
+  if (rc == 0 && (rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, rec, rn, now)) != 0) {
     tcp_freeze(l->tcp, fid, now); /* drop the copy silently: the source keeps the flow */
     tcp_release(l->tcp, fid, now);
   }
@@ -628,6 +755,35 @@ static void on_answer(struct cpb_lane *l, cpb_ip4_t src, uint8_t type, const uin
   }
 }
 
+/* A message (whole, or assembled from parts) of type to its handler. */
+static void dispatch(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, uint8_t type, const uint8_t *b, size_t n,
+                     cpb_time_t now) {
+  switch (type) {
+  case T_OFFER: on_offer(l, src, k, b, n, now); break;
+  case T_FORWARD: on_forward(l, src, b, n, now); break;
+  default: on_answer(l, src, type, b, n, now); break;
+  }
+}
+
+static void on_part(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const uint8_t *b, size_t n, cpb_time_t now) {
+  struct lane_part p;
+  /* Only offers and forwards are ever long; a forward longer than a held segment would take a big slot. */
+  if (lane_part_parse(b, n, &p) != 0 || (p.type != T_OFFER && p.type != T_FORWARD) ||
+      (p.type == T_FORWARD && p.total > FWD_MAX)) {
+    l->stats.bad_frames++;
+    return;
+  }
+  l->stats.parts_in++;
+  struct lane_slot *s = NULL;
+  int rc = lane_reasm_add(&l->reasm, src, k->id, &p, now, &s);
+  if (rc < 0) l->stats.bad_frames++;
+  else if (rc == LANE_PART_DUP) l->stats.parts_dup++;
+  if (rc != LANE_PART_DONE) return;
+  l->stats.reassembled++;
+  dispatch(l, src, k, s->type, s->buf, s->total, now);
+  lane_reasm_release(s);
+}
+
 void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now) {
   if (len < HDR_LEN + TAG_LEN + BODY_HEAD || len > HDR_LEN + MAX_PLAIN + TAG_LEN || p[0] != CPB_LANE_VERSION ||
       get16(p + 2) != 0) {
@@ -635,7 +791,7 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
     return;
   }
   uint8_t type = p[1];
-  if (type < T_OFFER || type > T_FORWARD) {
+  if (type < T_OFFER || type > T_PART) {
     l->stats.bad_frames++;
     return;
   }
@@ -650,16 +806,13 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
     if (n >= 0) l->stats.bad_frames++;
     return;
   }
-  switch (type) {
-  case T_OFFER: on_offer(l, src, k, l->plain, (size_t)n, now); break;
-  case T_FORWARD: on_forward(l, src, l->plain, (size_t)n, now); break;
-  default: on_answer(l, src, type, l->plain, (size_t)n, now); break;
-  }
+  if (type == T_PART) on_part(l, src, k, l->plain, (size_t)n, now);
+  else dispatch(l, src, k, type, l->plain, (size_t)n, now);
   memset(l->plain, 0, (size_t)n);
 }
 
 cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now) {
-  cpb_time_t next = UINT64_MAX;
+  cpb_time_t next = lane_reasm_expire(&l->reasm, now);
   for (int i = 0; i < CPB_LANE_OUT; i++) {
     struct out *o = &l->outs[i];
     if (o->state == OUT_ASKING) {
@@ -673,13 +826,15 @@ cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now) {
           continue;
         }
       } else {
-        forward_held(l, o);
-        if (now >= o->next_send) {
-          send_offer(l, o);
+        if (now >= o->next_send && o->next_part < o->nparts) {
+          send_offer(l, o, now); /* the parts that did not fit earlier */
+        } else if (now >= o->next_send) {
           l->stats.offers_resent++;
-          o->rto = CPB_MIN(o->rto * 2, RTO_MAX_US);
-          o->next_send = now + o->rto;
+          o->rto = CPB_MIN(o->rto * 2, o->rto_max);
+          o->next_part = 0; /* every part again: the target keeps what it has, the copy fills its holes */
+          send_offer(l, o, now);
         }
+        forward_held(l, o); /* after the offer's last part */
         next = CPB_MIN(next, CPB_MIN(o->next_send, o->deadline));
         continue;
       }

@@ -8,13 +8,24 @@
  * segments follow the offer at once and are injected on arrival.
  *
  * Wire: IPv4 protocol 253 (RFC 3692, experimentation) between the runtimes' own addresses.
- *   header (AAD)  u8 version 1 | u8 type | u16 0 | u64 key id | u64 seq          (20 bytes, little-endian)
+ *   header (AAD)  u8 version 2 | u8 type | u16 0 | u64 key id | u64 seq          (20 bytes, little-endian)
  *   body          AES-256-GCM(plaintext) | 16-byte tag, nonce = iv XOR (0^4 | seq big-endian) as keys.ts
  *   plaintext     u64 migration id | u32 source epoch | per type:
- *     1 OFFER     u8 n | n app name | 32 app state | u16 n | n bytes TCP snapshot (CTCP)
+ *     1 OFFER     u8 n | n app name | 32 app state | u32 n | n bytes TCP snapshot (CTCP)
+ *                 | u32 n | n bytes record (opaque: the layers above TCP of a flow served in JS; 0 for a
+ *                 native app), handed to apps.adopt
  *     2 ADOPTED   u64 when the offer reached the target (its clock: comparable on one machine only)
  *     3 REJECTED  i32 -errno
  *     4 FORWARD   u32 src | u32 dst | u16 n | n bytes TCP segment as it reached the source
+ *     5 PART      a piece of an OFFER or FORWARD whose plaintext exceeds one datagram (1400 bytes):
+ *                 u32 message number | u8 inner type | u8 0 | u16 index | u16 count | u32 total | bytes
+ *                 (lanefrag.h). A message that fits one datagram travels whole, as types 1..4.
+ * Limits: a message is at most CPB_LANE_MSG_MAX bytes of plaintext, so an offer's snapshot and record
+ * together a little less: a flow with full default buffers (256 KiB each way, tcp/api.c) and room to
+ * spare. Forwarded segments go up to TCP_HOLD_SEG_MAX (two parts). The target assembles in a few
+ * preallocated slots (lanefrag.h); the source keeps a big offer for re-sends in one of CPB_LANE_POOL
+ * buffers and sends its parts in bursts of CPB_LANE_BURST, going on from cpb_lane_poll when the device
+ * has no room (the first re-send waits for the last part, and longer for a longer offer).
  * Keys come from the migration channel's handshake (runtime/migration/keys.ts laneKeys): one key id per
  * channel session, so each side may hold a few (a channel each way, one being replaced). Sequence
  * numbers count per key and direction from 1; a 64-entry window refuses replays.
@@ -27,7 +38,7 @@
  * offer came late, after the source gave up) refuses; a source whose claim loses releases its frozen copy
  * (the target owns the flow, its answer was lost). Without a balancer there is no claim and a silent
  * target is taken not to have adopted. Forwarded segments are not re-sent: one lost is retransmitted by the
- * client's TCP.
+ * client's TCP. They wait (held by TCP) until the offer's last part has left, so they never overtake it.
  *
  * Single-threaded like TCP: every call runs under the engine lock. Allocates only in cpb_lane_new. */
 #ifndef CPB_LANE_H
@@ -36,16 +47,21 @@
 #include "../tcp/tcp.h"
 
 #define CPB_LANE_PROTO 253
-#define CPB_LANE_VERSION 1
+#define CPB_LANE_VERSION 2 /* 2: offers carry u32 lengths and a record, messages may come in parts */
 #define CPB_LANE_PEERS 16
 #define CPB_LANE_KEYS 4          /* key ids per peer */
 #define CPB_LANE_OUT 16          /* migrations from here in progress (incl. their straggler grace) */
+#define CPB_LANE_DONE 256        /* outcomes remembered: more than the events a burst can push out of the ring */
 #define CPB_LANE_SEEN 256        /* offers remembered for answering repeats */
 #define CPB_LANE_KEEP 8          /* segments sent ahead of the answer, kept for giving the flow back */
 #define CPB_LANE_APP_NAME 15
 #define CPB_LANE_APP_STATE 32
 #define CPB_LANE_GRACE_US 50000  /* the source forwards stragglers this long after the answer */
 #define CPB_LANE_RTO_US 1000     /* first re-send of an unanswered offer; doubles up to 64 ms */
+#define CPB_LANE_RTO_NS_PER_BYTE 16 /* ... plus this per byte of the offer (~500 Mbit/s: veth with crypto) */
+#define CPB_LANE_MSG_MAX (640u * 1024) /* plaintext of one message: 2 x 256 KiB buffers + 128 KiB */
+#define CPB_LANE_POOL 2          /* offers larger than one datagram under way at once (else -EBUSY) */
+#define CPB_LANE_BURST 128       /* parts sent per call before the rest waits for the next poll */
 
 /* Events for the application (struct tcp_event.type; tcp.h lists them with TCP's own). */
 #define CPB_LANE_EV_OUT TCP_EV_LANE_OUT
@@ -79,7 +95,7 @@ struct cpb_lane_apps {
   bool (*accepts)(void *ctx, uint16_t port, const char *name);
   /* Serves an adopted flow with app name from state on; 0 or -errno (then nothing changed). */
   int (*adopt)(void *ctx, uint64_t flow_id, uint16_t port, const char *name, const uint8_t state[CPB_LANE_APP_STATE],
-               cpb_time_t now);
+               const uint8_t *record, size_t record_len, cpb_time_t now);
   /* The flow left (released here): forget it without a TCP call. */
   void (*forget)(void *ctx, uint64_t flow_id);
   void *ctx;
@@ -97,11 +113,13 @@ struct cpb_lane_stats {
   uint64_t offers_sent, offers_resent, answers_in, adopted_out, rejected_out, gave_back, unanswered_released;
   uint64_t offers_in, adopted_in, rejected_in, repeated_offers;
   uint64_t late_offers; /* refused: the source had claimed the flow back (it gave up waiting) */
-  uint64_t forwarded_out, forwarded_in, forward_dropped, forward_too_big;
+  uint64_t forwarded_out, forwarded_in, forward_dropped;
+  uint64_t forward_too_big; /* 0: forwards up to TCP_HOLD_SEG_MAX go in parts (kept for the stats' shape) */
+  uint64_t parts_out, parts_in, parts_dup, reassembled, reasm_evicted;
   uint64_t bad_frames, auth_failures, replays, unknown_keys, steer_errors, send_failures;
 };
 
-/* What one migration from here cost, in µs from the call; kept for the last CPB_LANE_OUT migrations. */
+/* What one migration from here cost, in µs from the call; kept for the last CPB_LANE_DONE migrations. */
 struct cpb_lane_outcome {
   uint64_t migration_id;
   int32_t err; /* 0 (target owns the flow), or -errno the target refused with, or -ETIMEDOUT (given back) */
@@ -127,13 +145,15 @@ int cpb_lane_drop_key(struct cpb_lane *l, cpb_ip4_t peer, uint64_t key_id);
 void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *st);
 
 /* Starts moving native flow flow_id to peer: freeze, snapshot, seal, send (the frames leave with the
- * caller's next flush). The outcome comes as CPB_LANE_EV_OUT. Returns 0, -ENOENT (no such flow, or not a
- * native one), -EBUSY (replies pending, already moving), -ENOTCONN (not in a state that moves), -ENOKEY
- * (no key for peer), -EMSGSIZE (snapshot too large for one datagram: use the channel), -ENOSPC (too
- * many migrations under way), -EEXIST (that id and epoch are under way to peer: ids must be unique). On
+ * caller's next flush; a big offer's remaining parts from cpb_lane_poll). record (record_len bytes, may be
+ * NULL when 0) rides in the offer to the target's apps.adopt. The outcome comes as CPB_LANE_EV_OUT.
+ * Returns 0, -EINVAL, -ENOENT (no such flow, or not a native one), -EBUSY (replies pending, already
+ * moving, or every buffer for big offers in use), -ENOTCONN (not in a state that moves), -ENOKEY (no key
+ * for peer), -EMSGSIZE (snapshot and record beyond CPB_LANE_MSG_MAX: use the channel), -ENOSPC (too many
+ * migrations under way), -EEXIST (that id and epoch are under way to peer: ids must be unique). On
  * failure the flow runs on untouched. */
 int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
-                     uint32_t budget_ms, cpb_time_t now);
+                     uint32_t budget_ms, const uint8_t *record, size_t record_len, cpb_time_t now);
 /* A datagram of protocol CPB_LANE_PROTO from src (IPv4 payload). */
 void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now);
 /* Timers: re-sends, budgets, forwarding of stragglers, ends of graces. Returns the next deadline. */

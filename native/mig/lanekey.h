@@ -15,6 +15,7 @@ struct lane_key {
   bool used;
   uint64_t id;
   uint64_t tx_seq;  /* last sequence number sent */
+  uint32_t tx_msg;  /* last message number sent in parts (lanefrag.h) */
   uint64_t rx_top;  /* highest sequence number accepted */
   uint64_t rx_bits; /* bit i: rx_top - i was accepted */
   uint8_t tx_iv[12], rx_iv[12];

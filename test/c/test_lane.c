@@ -201,7 +201,7 @@ static struct cpb_lane_stats stats_of(struct cpb_engine *e) {
 static int migrate(struct rig *r, struct cpb_engine *src, cpb_ip4_t peer, uint64_t mid, uint32_t budget_ms) {
   cpb_time_t now = cpb_engine_enter(src);
   uint64_t fid = server_flow(src, r->cport);
-  int rc = fid ? cpb_lane_migrate(cpb_engine_lane(src), fid, peer, mid, 1, budget_ms, now) : -ESRCH;
+  int rc = fid ? cpb_lane_migrate(cpb_engine_lane(src), fid, peer, mid, 1, budget_ms, NULL, 0, now) : -ESRCH;
   cpb_engine_leave(src);
   return rc;
 }
@@ -385,14 +385,14 @@ TEST(lane_shrugs_off_hostile_datagrams) {
 
   /* The header fields, one at a time. */
   s0 = s;
-  memcpy(tmp, d, dlen), tmp[0] = 2;
+  memcpy(tmp, d, dlen), tmp[0] = CPB_LANE_VERSION + 1;
   feed(r.a, IP_X, tmp, dlen); /* version */
   memcpy(tmp, d, dlen), tmp[2] = 1;
   feed(r.a, IP_X, tmp, dlen); /* reserved */
   memcpy(tmp, d, dlen), tmp[1] = 0;
   feed(r.a, IP_X, tmp, dlen); /* type 0 */
-  memcpy(tmp, d, dlen), tmp[1] = 5;
-  feed(r.a, IP_X, tmp, dlen); /* type 5 */
+  memcpy(tmp, d, dlen), tmp[1] = 6;
+  feed(r.a, IP_X, tmp, dlen); /* type 6 (5 is PART) */
   memcpy(tmp, d, dlen), tmp[1] = 0xff;
   feed(r.a, IP_X, tmp, dlen);
   s = stats_of(r.a);
@@ -482,12 +482,14 @@ TEST(lane_shrugs_off_hostile_datagrams) {
     memset(pt + o, 0x5a, 32);
     o += 32;
     size_t sn = v == 1 ? 0 : 60;
-    pt[o] = (uint8_t)sn, pt[o + 1] = 0;
-    if (v == 2) pt[o] = 61; /* one more than follows */
-    o += 2;
+    put32le(pt + o, (uint32_t)sn);
+    if (v == 2) put32le(pt + o, 63); /* more than follows (the record's length field included) */
+    o += 4;
     for (size_t i = 0; i < sn; i++) pt[o + i] = (uint8_t)(0xa5 ^ i);
     if (v == 5 || v == 6) memcpy(pt + o, "CTCP", 4); /* the snapshot's magic, the rest garbage */
     o += sn;
+    put32le(pt + o, 0); /* no record */
+    o += 4;
     dlen = seal(d, &x_rx, T_OFFER, KEY_X, seq++, pt, o);
     feed(r.a, IP_X, d, dlen);
     offers++;
@@ -503,8 +505,10 @@ TEST(lane_shrugs_off_hostile_datagrams) {
     pt[o++] = 4;
     memcpy(pt + o, "echo", 4);
     o += 4 + 32;
-    pt[o] = 60, pt[o + 1] = 0;
-    o += 2 + 60;
+    put32le(pt + o, 60);
+    o += 4 + 60;
+    put32le(pt + o, 0);
+    o += 4;
     dlen = seal(d, &x_rx, T_OFFER, KEY_X, seq++, pt, o);
     feed(r.a, IP_X, d, dlen);
   }

@@ -7,15 +7,19 @@
  *   1 bytes sealed as the plaintext of a message of type 1..4 under one of the peer's keys (optionally
  *     with the migration id/epoch of a live migration, or an offer built around a real snapshot with
  *     fuzzed mutations, or a forward carrying a real client segment)
+ *   9 a message in parts (type 5) under one of the peer's keys: an offer around a real snapshot with a
+ *     big record, a forward of a full-sized client segment, or fuzzed bytes; parts dropped, duplicated,
+ *     sent backwards, their headers flipped, message numbers reused
  *   2 time passes; cpb_lane_poll and tcp_poll
- *   3 cpb_lane_migrate of a native flow (one is adopted from a real snapshot first when none is there)
+ *   3 cpb_lane_migrate of a native flow (one is adopted from a real snapshot first when none is there),
+ *     optionally with send data queued first or a record, so the offer goes in parts
  *   4 the last datagram again (replay window)
  *   5 the peer answers the last offer the lane sent (adopted / rejected)
  *   6 a key of the peer installed or dropped
  *   7 the balancer: the peer claims a migration first, or a fault is switched on/off
  *   8 a client segment for one of the flows (held while frozen: the lane forwards it)
  * Invariants: nothing crashes or leaks; everything the lane sends opens under the peer's key and is well
- * formed; every migration started gets exactly one outcome event; an adopted-in event names a flow the app
+ * formed (parts too, and the messages they make up); every migration started gets exactly one outcome event; an adopted-in event names a flow the app
  * serves; after the clock runs out every migration has ended, no flow is frozen, and once the app's flows
  * are aborted, tcp_fini leaves no slot or chunk of the arena behind. Seeds: corpus/lane/ (README there). */
 #include <stdio.h>
@@ -24,6 +28,7 @@
 
 #include "arena.h"
 #include "mig/lane.h"
+#include "mig/lanefrag.h"
 #include "mig/lanekey.h"
 #include "tcp/snapshot.h"
 #include "tcp/tcp.h"
@@ -142,7 +147,15 @@ static struct {
   size_t last_len;
   cpb_ip4_t last_src;
   uint8_t plain[DGRAM_MAX], dgram[DGRAM_MAX];
+  /* the message the lane is sending in parts, as the peer assembles it */
+  uint64_t asm_key;
+  uint32_t asm_msg, asm_total;
+  uint16_t asm_have;
+  uint64_t asm_bits[(LANE_MAX_PARTS + 63) / 64];
+  uint32_t peer_msg; /* the peer's last message number */
 } w;
+static uint8_t asm_buf[CPB_LANE_MSG_MAX]; /* the lane's message, reassembled */
+static uint8_t big[CPB_LANE_MSG_MAX];     /* a message the peer sends in parts */
 
 static const struct {
   uint16_t port;
@@ -161,6 +174,53 @@ static uint8_t *tcp_begin(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, size_t *cap) 
 static void tcp_commit(void *ctx, size_t len) { (void)ctx, (void)len; }
 
 /* ---- the lane's output: every datagram is opened with the peer's key and checked ---- */
+
+/* A whole message from the lane (one datagram, or its parts put together). */
+static void check_message(uint64_t kid, uint8_t type, const uint8_t *b, size_t n) {
+  check(n >= 12, "message head");
+  switch (type) {
+  case 1: { /* offer: name, state, snapshot, record */
+    size_t off = 12;
+    check(n > off, "offer name length");
+    size_t nl = b[off++];
+    check(nl >= 1 && nl <= CPB_LANE_APP_NAME && n >= off + nl + CPB_LANE_APP_STATE + 8, "offer fields");
+    off += nl + CPB_LANE_APP_STATE;
+    size_t sn = get32(b + off);
+    off += 4;
+    check(sn <= n - off - 4, "offer snapshot length");
+    struct tcp_snap s;
+    check(tcp_snap_parse(b + off, sn, &s) == 0, "offered snapshot parses");
+    off += sn;
+    check(off + 4 + get32(b + off) == n, "offer record length");
+    check(n <= CPB_LANE_MSG_MAX, "offer within the message limit");
+    w.have_offer = true;
+    w.offer_mid = get64(b), w.offer_epoch = get32(b + 8), w.offer_key = kid;
+    break;
+  }
+  case 2: check(n == 20, "adopted answer length"); break;
+  case 3: check(n == 16 && (int32_t)get32(b + 12) < 0, "rejected answer carries -errno"); break;
+  case 4: check(n >= 22 && n == 22u + get16(b + 20) && n <= 22u + TCP_HOLD_SEG_MAX, "forward length"); break;
+  default: check(false, "message type");
+  }
+}
+
+/* A part from the lane: well formed, consistent with the other parts of its message; the message is
+ * checked when complete. */
+static void check_part(uint64_t kid, const uint8_t *b, size_t n) {
+  struct lane_part pt;
+  check(lane_part_parse(b, n, &pt) == 0, "part parses");
+  check(pt.type == 1 || pt.type == 4, "only offers and forwards go in parts");
+  check(pt.msg != 0, "message numbers start at 1");
+  if (w.asm_key != kid || w.asm_msg != pt.msg) { /* a new message: the last one is done with */
+    w.asm_key = kid, w.asm_msg = pt.msg, w.asm_total = pt.total, w.asm_have = 0;
+    memset(w.asm_bits, 0, sizeof(w.asm_bits));
+  }
+  check(pt.total == w.asm_total, "every part of a message has its total");
+  if (w.asm_bits[pt.index / 64] >> (pt.index % 64) & 1) return; /* a re-sent copy */
+  w.asm_bits[pt.index / 64] |= 1ull << (pt.index % 64);
+  memcpy(asm_buf + (size_t)pt.index * LANE_PART_DATA, pt.data, pt.len);
+  if (++w.asm_have == pt.count) check_message(kid, pt.type, asm_buf, pt.total);
+}
 
 static uint8_t *lane_begin(void *ctx, cpb_ip4_t dst, size_t *cap) {
   (void)ctx;
@@ -186,35 +246,19 @@ static void lane_commit(void *ctx, uint8_t proto, size_t len) {
   check(len >= LANE_HDR_LEN + LANE_TAG_LEN + 12 && len <= (w.small_cap ? 200u : 1480u), "lane datagram length");
   check(w.send_dst == PEER_IP, "lane sends only to the peer with a key");
   const uint8_t *p = w.sendbuf;
-  check(p[0] == CPB_LANE_VERSION && p[1] >= 1 && p[1] <= 4 && p[2] == 0 && p[3] == 0, "lane header");
+  check(p[0] == CPB_LANE_VERSION && p[1] >= 1 && p[1] <= 5 && p[2] == 0 && p[3] == 0, "lane header");
   uint64_t kid = get64(p + 4);
   check(kid >= 1 && kid <= NKEYIDS && peer_keys[kid].used, "lane sends under a key the peer holds");
   long n = lane_key_open(&peer_keys[kid], p, len, w.plain);
   check(n >= 12, "lane datagram opens under the peer's key");
-  const uint8_t *b = w.plain;
-  switch (p[1]) {
-  case 1: { /* offer: name, state, snapshot */
-    size_t off = 12;
-    check((size_t)n > off, "offer name length");
-    size_t nl = b[off++];
-    check(nl >= 1 && nl <= CPB_LANE_APP_NAME && (size_t)n >= off + nl + CPB_LANE_APP_STATE + 2, "offer fields");
-    off += nl + CPB_LANE_APP_STATE;
-    size_t sn = get16(b + off);
-    off += 2;
-    check(off + sn == (size_t)n, "offer snapshot length");
-    struct tcp_snap s;
-    check(tcp_snap_parse(b + off, sn, &s) == 0, "offered snapshot parses");
-    w.have_offer = true;
-    w.offer_mid = get64(b), w.offer_epoch = get32(b + 8), w.offer_key = kid;
-    break;
-  }
-  case 2: check(n == 20, "adopted answer length"); break;
-  case 3: check(n == 16 && (int32_t)get32(b + 12) < 0, "rejected answer carries -errno"); break;
-  case 4: check((size_t)n >= 22 && (size_t)n == 22u + get16(b + 20), "forward length"); break;
-  }
+  if (p[1] == 5) check_part(kid, w.plain, (size_t)n);
+  else check_message(kid, p[1], w.plain, (size_t)n);
 }
 
 /* ---- apps ---- */
+
+/* The bytes of a record the peer offers (the lane's apps.adopt sees them unchanged). */
+static uint8_t rec_byte(size_t i, size_t len) { return (uint8_t)(i * 7 + len); }
 
 static struct flow *flow_find(uint64_t id) {
   for (int i = 0; i < MAXFLOWS; i++)
@@ -261,8 +305,10 @@ static bool app_accepts(void *ctx, uint16_t port, const char *name) {
 }
 
 static int app_adopt(void *ctx, uint64_t id, uint16_t port, const char *name, const uint8_t state[CPB_LANE_APP_STATE],
-                     cpb_time_t now) {
+                     const uint8_t *record, size_t record_len, cpb_time_t now) {
   (void)ctx, (void)now;
+  check(record_len <= CPB_LANE_MSG_MAX && (record_len == 0) == (record == NULL), "adopt: the record");
+  for (size_t i = 0; i < record_len; i++) check(record[i] == rec_byte(i, record_len), "adopt: the record's bytes");
   check(!flow_find(id), "adopt: flow id served already");
   struct tcp_flow_info fi;
   check(tcp_flow_info(w.tcp, id, &fi) == 0 && fi.local_port == port, "adopt: the flow exists on that port");
@@ -394,10 +440,10 @@ static struct flow *new_flow(void) {
 }
 
 /* A client segment for flow id (valid checksum, in-window numbers), flags and payload from the input. */
-static size_t client_seg(uint64_t id, uint8_t flags, const uint8_t *pl, size_t n, uint8_t *seg, cpb_ip4_t *src, cpb_ip4_t *dst) {
+static size_t client_seg_n(uint64_t id, uint8_t flags, const uint8_t *pl, size_t n, uint8_t *seg, cpb_ip4_t *src,
+                           cpb_ip4_t *dst) {
   struct tcp_flow_info fi;
   if (tcp_flow_info(w.tcp, id, &fi) != 0) return 0;
-  if (n > 1200) n = 1200;
   memset(seg, 0, 20);
   cpb_put_be16(seg, fi.remote_port);
   cpb_put_be16(seg + 2, fi.local_port);
@@ -411,6 +457,10 @@ static size_t client_seg(uint64_t id, uint8_t flags, const uint8_t *pl, size_t n
   cpb_put_be16(seg + 16, csum_fold(csum_add(acc, seg, 20 + n)));
   *src = fi.remote_ip, *dst = fi.local_ip;
   return 20 + n;
+}
+
+static size_t client_seg(uint64_t id, uint8_t flags, const uint8_t *pl, size_t n, uint8_t *seg, cpb_ip4_t *src, cpb_ip4_t *dst) {
+  return client_seg_n(id, flags, pl, CPB_MIN(n, (size_t)1200), seg, src, dst);
 }
 
 /* ---- the operations ---- */
@@ -449,6 +499,18 @@ static void seal_feed(uint64_t kid, uint8_t type, const uint8_t *pt, size_t n) {
   if (dn > 0) feed(PEER_IP, w.dgram, (size_t)dn);
 }
 
+/* An offer the peer sends that the lane may adopt: forwards may follow it. */
+static void remember_offer(const uint8_t *b, size_t n) {
+  if (n < 13) return;
+  struct tcp_snap s;
+  size_t nl = b[12], off = 13 + nl + CPB_LANE_APP_STATE;
+  if (n < off + 8) return;
+  size_t sn = get32(b + off);
+  if (sn > n - off - 8 || tcp_snap_parse(b + off + 4, sn, &s) != 0) return;
+  w.have_in = true;
+  w.in_mid = get64(b), w.in_epoch = get32(b + 8), w.in_rport = s.rport;
+}
+
 static void op_raw(struct rd *r) {
   uint8_t f = u8(r);
   size_t len = u16(r) % 1600;
@@ -481,18 +543,20 @@ static void op_sealed(struct rd *r) {
     memset(w.plain + n, len >= 4 ? p[3] : 0, CPB_LANE_APP_STATE);
     n += CPB_LANE_APP_STATE;
     uint16_t rport = (uint16_t)(50000 + (len >= 5 ? p[4] % 8 : 0));
-    long sn = snap_for(rport, w.plain + n + 2, sizeof(w.plain) - n - 2 - 64);
+    long sn = snap_for(rport, w.plain + n + 4, sizeof(w.plain) - n - 8 - 64);
     if (sn <= 0) return;
     if ((g & 8) && len >= 6) { /* the 4-tuple of one of the lane's own flows: it comes back */
-      sn = snap_for((uint16_t)(40000 + p[5] % 8), w.plain + n + 2, sizeof(w.plain) - n - 2 - 64);
+      sn = snap_for((uint16_t)(40000 + p[5] % 8), w.plain + n + 4, sizeof(w.plain) - n - 8 - 64);
       if (sn <= 0) return;
     }
     for (size_t i = 6; i + 3 <= len && i < 6 + 3 * 8; i += 3) { /* up to 8 byte flips in the snapshot */
       size_t at = get16(p + i) % (size_t)sn;
-      w.plain[n + 2 + at] ^= p[i + 2];
+      w.plain[n + 4 + at] ^= p[i + 2];
     }
-    put16(w.plain + n, (uint16_t)sn);
-    n += 2 + (size_t)sn;
+    put32(w.plain + n, (uint32_t)sn);
+    n += 4 + (size_t)sn;
+    put32(w.plain + n, 0); /* no record */
+    n += 4;
     if (g & 16) n -= CPB_MIN(n, (size_t)(len >= 7 ? p[6] % 16 : 1)); /* truncated */
   } else if ((g & 2) && type == 4 && w.have_in) { /* a forward of a real client segment to the adopted flow */
     uint64_t id = 0;
@@ -519,15 +583,82 @@ static void op_sealed(struct rd *r) {
       else if (w.have_offer) put64(w.plain, w.offer_mid), put32(w.plain + 8, w.offer_epoch);
     }
   }
-  if (type == 1 && n >= 12) { /* remember it: an adopted offer gets forwards */
-    struct tcp_snap s;
-    size_t nl = n > 12 ? w.plain[12] : 0, off = 13 + nl + CPB_LANE_APP_STATE;
-    if (n >= off + 2 && off + 2 + get16(w.plain + off) == n && tcp_snap_parse(w.plain + off + 2, n - off - 2, &s) == 0) {
-      w.have_in = true;
-      w.in_mid = get64(w.plain), w.in_epoch = get32(w.plain + 8), w.in_rport = s.rport;
-    }
-  }
+  if (type == 1) remember_offer(w.plain, n);
   seal_feed(kid, type, w.plain, n);
+}
+
+/* Queues the peer's message m (n bytes, inner type) as parts under key kid, shaped by g and the input. */
+static void parts_feed(struct rd *r, uint64_t kid, uint8_t type, const uint8_t *m, size_t n, uint8_t g) {
+  if (n <= LANE_MAX_PLAIN || n > CPB_LANE_MSG_MAX || !peer_keys[kid].used) return;
+  if (!(g & 4) || w.peer_msg == 0) w.peer_msg++; /* else: a message number used before */
+  uint16_t count = lane_part_count(n);
+  uint16_t skip = (g & 64) ? (uint16_t)(u8(r) % count) : UINT16_MAX;
+  uint16_t twice = (g & 128) ? (uint16_t)(u8(r) % count) : UINT16_MAX;
+  uint16_t flip = (g & 32) ? (uint16_t)(u8(r) % count) : UINT16_MAX;
+  uint8_t flip_at = u8(r), flip_x = u8(r);
+  static uint8_t pt[LANE_MAX_PLAIN];
+  for (uint16_t k = 0; k < count; k++) {
+    uint16_t i = (g & 16) ? (uint16_t)(count - 1 - k) : k; /* backwards */
+    if (i == skip) continue;
+    size_t pn = lane_part_emit(w.peer_msg, type, m, n, i, pt);
+    if (i == flip) pt[flip_at % LANE_PART_HEAD] ^= flip_x | 1; /* a header field that lies */
+    for (int c = 0; c < (i == twice ? 2 : 1); c++) seal_feed(kid, 5, pt, pn);
+  }
+}
+
+static void op_parts(struct rd *r) {
+  uint8_t a = u8(r), g = u8(r);
+  uint64_t kid = 1 + a % NKEYIDS;
+  size_t n = 0;
+  uint8_t type = 1;
+  if ((g & 3) == 1 && base_len) { /* an offer around a real snapshot with a big record */
+    size_t rec = 1400 + (size_t)u16(r) * 4 % 40000;
+    uint16_t rport = (uint16_t)(50000 + (a >> 4) % 8);
+    put64(big, 1 + (a >> 3) % 8);
+    put32(big + 8, 0);
+    n = 12;
+    big[n++] = 4;
+    memcpy(big + n, "echo", 4);
+    n += 4;
+    memset(big + n, a, CPB_LANE_APP_STATE);
+    n += CPB_LANE_APP_STATE;
+    long sn = snap_for(rport, big + n + 4, sizeof(big) - n - 8 - rec);
+    if (sn <= 0) return;
+    put32(big + n, (uint32_t)sn);
+    n += 4 + (size_t)sn;
+    put32(big + n, (uint32_t)rec);
+    n += 4;
+    for (size_t i = 0; i < rec; i++) big[n + i] = rec_byte(i, rec);
+    n += rec;
+    remember_offer(big, n);
+  } else if ((g & 3) == 2 && w.have_in) { /* a forward of a full-sized client segment to the adopted flow */
+    uint64_t id = 0;
+    for (int i = 0; i < MAXFLOWS; i++) {
+      struct tcp_flow_info fi;
+      if (w.flows[i].used && tcp_flow_info(w.tcp, w.flows[i].id, &fi) == 0 && fi.remote_port == w.in_rport)
+        id = w.flows[i].id;
+    }
+    if (!id) return;
+    static uint8_t pl[1448];
+    memset(pl, a, sizeof(pl));
+    put64(big, w.in_mid);
+    put32(big + 8, w.in_epoch);
+    cpb_ip4_t s, d;
+    size_t sl = client_seg_n(id, g >> 2, pl, sizeof(pl), big + 22, &s, &d);
+    if (!sl) return;
+    put32(big + 12, s);
+    put32(big + 16, d);
+    put16(big + 20, (uint16_t)sl);
+    n = 22 + sl;
+    type = 4;
+  } else { /* fuzzed bytes of a fuzzed length and type */
+    size_t len = u16(r) % 3000;
+    const uint8_t *p = take(r, &len);
+    n = 1401 + (size_t)u16(r) % 20000;
+    for (size_t i = 0; i < n; i++) big[i] = len ? p[i % len] : (uint8_t)i;
+    type = (uint8_t)(a >> 4) % 6;
+  }
+  parts_feed(r, kid, type, big, n, g);
 }
 
 static void poll_all(void) {
@@ -555,7 +686,17 @@ static void op_migrate(struct rd *r) {
   cpb_ip4_t peer = (a & 0x20) ? STRANGER_IP : PEER_IP;
   struct tcp_flow_info fi;
   bool was_frozen = tcp_flow_info(w.tcp, f->id, &fi) == 0 && fi.frozen; /* migrating already */
-  int rc = cpb_lane_migrate(w.lane, f->id, peer, mid, epoch, 1 + c, w.now);
+  /* A big offer: send data queued first (unsent: the client here never acknowledges), or a record. */
+  static uint8_t fill[300 * 1024];
+  size_t rec = 0;
+  switch ((b >> 5) & 3) {
+  case 1: rec = 2000; break;
+  case 2: tcp_send(w.tcp, f->id, fill, 40 * 1024, w.now); break;
+  case 3: tcp_send(w.tcp, f->id, fill, sizeof(fill), w.now), rec = 100; break;
+  }
+  for (size_t i = 0; i < rec; i++) fill[i] = rec_byte(i, rec);
+  int rc = cpb_lane_migrate(w.lane, f->id, peer, mid, epoch, 1 + c, rec ? fill : NULL, rec, w.now);
+  memset(fill, 0, rec);
   check(rc == 0 || rc == -EINVAL || rc == -ENOENT || rc == -EBUSY || rc == -ENOTCONN || rc == -ENOKEY || rc == -EMSGSIZE ||
             rc == -ENOSPC || rc == -EEXIST,
         "migrate: a documented result");
@@ -707,14 +848,17 @@ static void finish_world(void) {
     fprintf(stderr,
             "lane: offers sent %llu resent %llu in %llu adopted_in %llu rejected_in %llu repeated %llu late %llu | "
             "adopted_out %llu rejected_out %llu gave_back %llu unanswered_released %llu | fwd out %llu in %llu dropped %llu | "
-            "bad %llu auth %llu replays %llu unknown_keys %llu send_failures %llu steer_errors %llu\n",
+            "bad %llu auth %llu replays %llu unknown_keys %llu send_failures %llu steer_errors %llu | parts out %llu in %llu "
+            "dup %llu reassembled %llu evicted %llu\n",
             (unsigned long long)s.offers_sent, (unsigned long long)s.offers_resent, (unsigned long long)s.offers_in,
             (unsigned long long)s.adopted_in, (unsigned long long)s.rejected_in, (unsigned long long)s.repeated_offers,
             (unsigned long long)s.late_offers, (unsigned long long)s.adopted_out, (unsigned long long)s.rejected_out,
             (unsigned long long)s.gave_back, (unsigned long long)s.unanswered_released, (unsigned long long)s.forwarded_out,
             (unsigned long long)s.forwarded_in, (unsigned long long)s.forward_dropped, (unsigned long long)s.bad_frames,
             (unsigned long long)s.auth_failures, (unsigned long long)s.replays, (unsigned long long)s.unknown_keys,
-            (unsigned long long)s.send_failures, (unsigned long long)s.steer_errors);
+            (unsigned long long)s.send_failures, (unsigned long long)s.steer_errors, (unsigned long long)s.parts_out,
+            (unsigned long long)s.parts_in, (unsigned long long)s.parts_dup, (unsigned long long)s.reassembled,
+            (unsigned long long)s.reasm_evicted);
   }
   cpb_lane_free(w.lane);
   tcp_fini(w.tcp);
@@ -814,7 +958,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 6: op_key(&r); break;
     case 7: op_balancer(&r); break;
     case 8: op_client(&r); break;
-    default: op_time(&r); break;
+    default: op_parts(&r); break;
     }
   }
   finish_world();
