@@ -42,6 +42,8 @@ struct cpb_engine {
   uint32_t max_flows;
   struct cpb_native *native; /* NULL until the first native listener: then every event passes through it */
   struct cpb_lane *lane;     /* native flows' migrations (mig/lane.h) */
+  struct cpb_lane_js *lane_js; /* JS-served flows on the lane: ports taking them, records waiting for JS */
+  uint64_t lane_js_export;     /* the JS flow being offered right now (cpb_engine_lane_migrate_js) */
   struct cpb_stack stack; /* large (TX buffers): last */
 };
 
@@ -229,6 +231,17 @@ void cpb_engine_wake_trace(struct cpb_engine *e, cpb_time_t out[3]) {
 
 const struct cpb_native *cpb_engine_native(struct cpb_engine *e) { return e->native; }
 struct cpb_lane *cpb_engine_lane(struct cpb_engine *e) { return e->lane; }
+struct cpb_lane_js *cpb_engine_lane_js(struct cpb_engine *e) { return e->lane_js; }
+
+int cpb_engine_lane_migrate_js(struct cpb_engine *e, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id,
+                               uint32_t epoch, uint32_t budget_ms, const uint8_t *record, size_t record_len, cpb_time_t now) {
+  if (!record || record_len == 0) return -EINVAL;
+  if (e->native && cpb_native_export(e->native, flow_id, NULL, 0, NULL, 0) != -ENOENT) return -EINVAL; /* a native app's */
+  e->lane_js_export = flow_id;
+  int rc = cpb_lane_migrate(e->lane, flow_id, peer, migration_id, epoch, budget_ms, record, record_len, now);
+  e->lane_js_export = 0;
+  return rc;
+}
 
 /* ---- the lane's view of the stack and of the native apps ---- */
 
@@ -240,23 +253,51 @@ static void lane_input(void *ctx, cpb_ip4_t src, const uint8_t *p, size_t len, c
 }
 static cpb_time_t lane_poll(void *ctx, cpb_time_t now) { return cpb_lane_poll(((struct cpb_engine *)ctx)->lane, now); }
 
+/* Which flow of its id a flow is: its remote address and ports (ids are reused once a flow is gone). */
+static uint64_t flow_tag(struct cpb_engine *e, uint64_t flow_id) {
+  struct tcp_flow_info fi;
+  if (tcp_flow_info(e->tcp, flow_id, &fi) != 0) return 0;
+  return (uint64_t)fi.remote_ip << 32 | (uint64_t)fi.remote_port << 16 | fi.local_port;
+}
+
+long cpb_engine_lane_js_take(struct cpb_engine *e, uint64_t *flow_id, uint8_t **rec) {
+  for (;;) {
+    uint64_t tag = 0;
+    long n = cpb_lane_js_take_next(e->lane_js, flow_id, &tag, rec);
+    if (n < 0 || flow_tag(e, *flow_id) == tag) return n;
+    cpb_lane_js_free_record(*rec, (size_t)n); /* its flow died before JS came: nobody to give it to */
+    *rec = NULL;
+  }
+}
+
 static int app_export(void *ctx, uint64_t flow_id, char name[CPB_LANE_APP_NAME + 1], uint8_t state[CPB_LANE_APP_STATE]) {
   struct cpb_engine *e = ctx;
   _Static_assert(CPB_LANE_APP_STATE == CPB_NATIVE_STATE, "the lane carries a native app's whole state");
+  if (flow_id != 0 && flow_id == e->lane_js_export) { /* its app is in JS: what it needs rides in the record */
+    snprintf(name, CPB_LANE_APP_NAME + 1, "%s", CPB_LANE_JS_NAME);
+    memset(state, 0, CPB_LANE_APP_STATE);
+    return 0;
+  }
   return e->native ? cpb_native_export(e->native, flow_id, name, CPB_LANE_APP_NAME + 1, state, CPB_LANE_APP_STATE) : -ENOENT;
 }
 static bool app_accepts(void *ctx, uint16_t port, const char *name) {
   struct cpb_engine *e = ctx;
+  if (strcmp(name, CPB_LANE_JS_NAME) == 0) return cpb_lane_js_accepts(e->lane_js, port);
   return e->native && cpb_native_accepts(e->native, port, name);
 }
 static int app_adopt(void *ctx, uint64_t flow_id, uint16_t port, const char *name, const uint8_t state[CPB_LANE_APP_STATE],
-                     cpb_time_t now) {
+                     const uint8_t *record, size_t record_len, cpb_time_t now) {
   struct cpb_engine *e = ctx;
+  if (strcmp(name, CPB_LANE_JS_NAME) == 0) { /* JS builds the connection from the record (EV_LANE_IN) */
+    if (!cpb_lane_js_accepts(e->lane_js, port) || record_len == 0) return -EPROTONOSUPPORT;
+    return cpb_lane_js_stash(e->lane_js, flow_id, flow_tag(e, flow_id), record, record_len);
+  }
   return e->native ? cpb_native_adopt(e->native, e->tcp, flow_id, port, name, state, now) : -EPROTONOSUPPORT;
 }
 static void app_forget(void *ctx, uint64_t flow_id) {
   struct cpb_engine *e = ctx;
   if (e->native) cpb_native_forget(e->native, flow_id);
+  cpb_lane_js_drop(e->lane_js, flow_id);
 }
 
 struct cpb_tcp *cpb_engine_tcp(struct cpb_engine *e) { return e->tcp; }
@@ -279,6 +320,7 @@ static void device_uri(const struct cpb_engine_config *cfg, char *out, size_t le
 static void teardown(struct cpb_engine *e) {
   cpb_stack_set_proto(&e->stack, NULL);
   cpb_lane_free(e->lane);
+  cpb_lane_js_free(e->lane_js);
   cpb_native_free(e->native);
   if (e->tcp) {
     tcp_fini(e->tcp);
@@ -338,7 +380,8 @@ int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cf
     struct cpb_lane_ipout lo = {.begin = lane_begin, .commit = lane_commit, .abort = lane_abort, .ctx = e};
     struct cpb_lane_apps la = {.export_flow = app_export, .accepts = app_accepts, .adopt = app_adopt, .forget = app_forget, .ctx = e};
     e->lane = cpb_lane_new(e->tcp, &lo, &la);
-    if (!e->lane) {
+    e->lane_js = cpb_lane_js_new();
+    if (!e->lane || !e->lane_js) {
       rc = -ENOMEM;
       snprintf(err, errlen, "cannot allocate the migration lane");
     } else {

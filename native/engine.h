@@ -10,6 +10,7 @@
 #include "arena.h"
 #include "dev/dev.h"
 #include "mig/lane.h"
+#include "mig/lanejs.h"
 #include "stack.h"
 #include "tcp/tcp.h"
 
@@ -51,6 +52,14 @@ bool cpb_engine_next_event(struct cpb_engine *e, struct tcp_event *ev);
 const struct cpb_native *cpb_engine_native(struct cpb_engine *e);
 /* The migration lane of native flows (mig/lane.h); its calls go between enter and leave. */
 struct cpb_lane *cpb_engine_lane(struct cpb_engine *e);
+/* JS-served flows on the lane (mig/lanejs.h), and moving one: cpb_lane_migrate with the record of its
+ * layers above TCP (non-empty), for a flow no native app serves; -EINVAL otherwise. */
+struct cpb_lane_js *cpb_engine_lane_js(struct cpb_engine *e);
+int cpb_engine_lane_migrate_js(struct cpb_engine *e, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id,
+                               uint32_t epoch, uint32_t budget_ms, const uint8_t *record, size_t record_len, cpb_time_t now);
+/* The oldest record of a JS flow adopted here (cpb_lane_js_take_next) whose flow still lives; records of
+ * flows that died meanwhile are dropped on the way. Length or -ENOENT; free *rec with cpb_lane_js_free_record. */
+long cpb_engine_lane_js_take(struct cpb_engine *e, uint64_t *flow_id, uint8_t **rec);
 /* Busy-poll time after the last activity; takes effect at once (any thread, no lock needed). */
 void cpb_engine_set_spin_us(struct cpb_engine *e, uint32_t spin_us);
 /* Monotonic µs of the engine's last wake-up from sleep, of the round that last raised events for the

@@ -33,6 +33,11 @@ export interface MemClusterOptions {
   migrationFaults?: Record<string, MigratorOptions['faults']>;
   /** Leave out the switch's migration claims (a test showing what happens without the arbiter). */
   noClaims?: boolean;
+  /**
+   * Move connections served in JS through the engines' lane (MigratorOptions.jsLane). Default: yes, unless
+   * migrationFaults are given: those act on the channel, so its tests keep every runtime on it.
+   */
+  jsLane?: boolean;
   /** Engine tuning for every stack (e.g. a short timeWaitMs so closed flows go quickly). */
   tuning?: Tuning;
   /** Serve over TLS (runtime/tls.ts): the TLS sessions migrate with their connections. */
@@ -111,6 +116,7 @@ export class MemCluster {
         const migrator = stack.enableMigration({
           name, clusterKey: key, peers, steer: sw.steer, owner: sw.owner, claim: opts.noClaims ? undefined : sw.claim, unclaim: sw.unclaim,
           lane: sw.laneSteering(), timeoutMs: opts.migrationTimeoutMs, faults: opts.migrationFaults?.[name],
+          jsLane: opts.jsLane ?? !opts.migrationFaults,
         });
         self = { name, port, address: addr(i), stack, server, migrator, conns };
         servers.set(name, self);
@@ -131,11 +137,26 @@ export class MemCluster {
   }
 
   /** The server runtime holding the (unfrozen, not migrating) server side of the client's local port. */
+  /**
+   * The runtime serving the connection from clientPort. Null while it moves: a connection that went through
+   * the engines' lane is the target's when migrate() resolves, and its JS builds it a moment later
+   * (waitOwner waits for that).
+   */
   ownerOf(clientPort: number): { srv: MemServer; conn: Connection } | null {
     for (const srv of this.servers.values()) {
       for (const c of srv.conns) if (c.remotePort === clientPort && !c.destroyed && !c.migrating) return { srv, conn: c };
     }
     return null;
+  }
+
+  /** ownerOf once some runtime serves the connection (other than `not`, when given); null after timeoutMs. */
+  async waitOwner(clientPort: number, not?: string, timeoutMs = 2000): Promise<{ srv: MemServer; conn: Connection } | null> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const own = this.ownerOf(clientPort);
+      if ((own && own.srv.name !== not) || Date.now() > until) return own && own.srv.name !== not ? own : null;
+      await new Promise((r) => setTimeout(r, 1));
+    }
   }
 
   async close(): Promise<void> {

@@ -38,6 +38,7 @@ export class Server extends EventEmitter implements ListenerEvents {
   #closing = false;
   #closeEmitted = false;
   #tls: SecureContext | null = null;
+  #laneOn = false; // the engine adopts lane offers for our port (we listen and have a 'migrated' handler)
 
   /** @internal Use stack.createServer(). */
   constructor(owner: FlowOwner, opts: ServerOptions = {}, onConnection?: (conn: Connection) => void) {
@@ -47,6 +48,27 @@ export class Server extends EventEmitter implements ListenerEvents {
     if (opts.backlog !== undefined) checkBacklog(opts.backlog);
     if (opts.tls !== undefined) this.#tls = createSecureContext(opts.tls, 'server');
     if (onConnection) this.on(this.#tls ? 'secureConnection' : 'connection', onConnection);
+    // 'newListener' comes before the handler is added: look again once it is there.
+    const sync = (event: string | symbol) => {
+      if (event === 'migrated') process.nextTick(() => this.#syncLane());
+    };
+    this.on('newListener', sync);
+    this.on('removeListener', sync);
+  }
+
+  /**
+   * The engine decides on its own whether a connection offered through the migration lane may be adopted
+   * here (runtime/migration/lane-record.ts): tell it while this server would take one (acceptsMigrated).
+   */
+  #syncLane(): void {
+    const on = this.#listenerId !== null && this.listenerCount('migrated') > 0;
+    if (on === this.#laneOn) return;
+    this.#laneOn = on;
+    try {
+      this.#owner.engine.laneListen?.(this.#port, on);
+    } catch {
+      // the engine is gone: it adopts nothing any more
+    }
   }
 
   /** True when this server terminates TLS. */
@@ -90,6 +112,7 @@ export class Server extends EventEmitter implements ListenerEvents {
     this.#closing = false;
     this.#closeEmitted = false;
     this.#owner.registerListener(id, this);
+    this.#syncLane();
     process.nextTick(() => {
       this.emit('listening');
       this.onAcceptable(); // connections that completed before the first edge was routed
@@ -113,6 +136,7 @@ export class Server extends EventEmitter implements ListenerEvents {
     this.#listenerId = null;
     this.#closing = true;
     this.#owner.unregisterListener(id);
+    this.#syncLane();
     try {
       this.#owner.engine.unlisten(id);
     } catch {

@@ -38,9 +38,9 @@ export function checkTlsRecord(bytes: Uint8Array): void {
  * The TLS layer over a TCP layer whose restored state is the adopted flow id. Its own state is that
  * same flow id, now with a TLS session in the engine. Discarding it undoes both (abort frees the session).
  */
-export function tlsLayer<C extends { flowId: number }>(tcp: Layer<C, number>, engine: () => TlsLayerEngine,
-  fail: (what: string, detail: string, cause?: unknown) => Error): PluggedLayer<C, number, void, number> {
-  return new PluggedLayer<C, number, void, number>({
+export function tlsLayer<C extends { flowId: number }, R = void>(tcp: Layer<C, number, R>, engine: () => TlsLayerEngine,
+  fail: (what: string, detail: string, cause?: unknown) => Error): PluggedLayer<C, number, R, number> {
+  return new PluggedLayer<C, number, R, number>({
     kind: 'tls',
     version: TLS_RECORD_VERSION,
     secret: true,

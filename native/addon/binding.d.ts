@@ -92,7 +92,11 @@ export declare class Engine {
   laneDropKey?(peer: string, keyId: Uint8Array): number;
   laneSteer?(kind: 'lb' | 'mem' | 'none', where?: string, self?: number): number;
   // [0 | -errno, waiting for the engine lock, freeze + snapshot + seal, sending] (µs), or -EINVAL for bad arguments
-  laneMigrate?(flowId: number, peer: string, migrationId: number, epoch: number, budgetMs: number): [number, number, number, number] | number;
+  laneMigrate?(flowId: number, peer: string, migrationId: number, epoch: number, budgetMs: number, record?: Uint8Array): [number, number, number, number] | number;
+  /** Whether JS takes migrated connections on port (native/mig/lanejs.h); 0 or -errno. */
+  laneListen?(port: number, on: boolean): number;
+  /** The oldest JS flow the lane adopted here whose record waits for its connection (each once), or null. */
+  laneTake?(): [number, Buffer] | null;
   laneOutcome?(migrationId: number): LaneOutcome | null;
   laneStats?(): LaneStats;
   // TLS (native/tls/session.h; native/addon/tls_wrap.cc): one session per flow, freed by tlsFree and

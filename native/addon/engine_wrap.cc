@@ -152,6 +152,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                            InstanceMethod("laneSteer", &EngineWrap::Lane<&capy::LaneSteer>),
                            InstanceMethod("laneMigrate", &EngineWrap::Lane<&capy::LaneMigrate>),
                            InstanceMethod("laneOutcome", &EngineWrap::Lane<&capy::LaneOutcome>),
+                           InstanceMethod("laneListen", &EngineWrap::Lane<&capy::LaneListen>),
+                           InstanceMethod("laneTake", &EngineWrap::Lane<&capy::LaneTake>),
                            InstanceMethod("laneStats", &EngineWrap::Lane<&capy::LaneStats>),
                            InstanceMethod("ref", &EngineWrap::Ref),
                            InstanceMethod("unref", &EngineWrap::Unref),

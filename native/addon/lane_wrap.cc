@@ -99,9 +99,13 @@ Napi::Value LaneMigrate(const Napi::CallbackInfo &info, struct cpb_engine *e) {
   uint64_t mid = (uint64_t)info[2].As<Napi::Number>().DoubleValue();
   uint32_t epoch = info[3].As<Napi::Number>().Uint32Value();
   uint32_t budget = info[4].As<Napi::Number>().Uint32Value();
+  // A flow served in JS: the record of its layers above TCP rides in the offer (mig/lanejs.h).
+  bool js = info.Length() > 5 && info[5].IsTypedArray();
+  Napi::Uint8Array rec = js ? info[5].As<Napi::Uint8Array>() : Napi::Uint8Array();
   cpb_time_t t0 = cpb_clock_now();
   cpb_time_t now = cpb_engine_enter(e);
-  int rc = cpb_lane_migrate(cpb_engine_lane(e), flow, peer, mid, epoch, budget, now);
+  int rc = js ? cpb_engine_lane_migrate_js(e, flow, peer, mid, epoch, budget, rec.Data(), rec.ByteLength(), now)
+              : cpb_lane_migrate(cpb_engine_lane(e), flow, peer, mid, epoch, budget, NULL, 0, now);
   cpb_time_t t2 = cpb_clock_now();
   cpb_engine_leave(e); /* the offer leaves from this thread now */
   cpb_time_t t3 = cpb_clock_now();
@@ -112,6 +116,30 @@ Napi::Value LaneMigrate(const Napi::CallbackInfo &info, struct cpb_engine *e) {
   r.Set(1u, (double)(now - t0));
   r.Set(2u, (double)(t2 - now));
   r.Set(3u, (double)(t3 - t2));
+  return r;
+}
+
+Napi::Value LaneListen(const Napi::CallbackInfo &info, struct cpb_engine *e) {
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBoolean()) return num(info, -EINVAL);
+  uint32_t port = info[0].As<Napi::Number>().Uint32Value();
+  if (port == 0 || port > 65535) return num(info, -EINVAL);
+  cpb_engine_enter(e);
+  int rc = cpb_lane_js_listen(cpb_engine_lane_js(e), (uint16_t)port, info[1].As<Napi::Boolean>().Value());
+  cpb_engine_leave(e);
+  return num(info, rc);
+}
+
+Napi::Value LaneTake(const Napi::CallbackInfo &info, struct cpb_engine *e) {
+  uint8_t *rec = nullptr;
+  uint64_t flow = 0;
+  cpb_engine_enter(e);
+  long n = cpb_engine_lane_js_take(e, &flow, &rec);
+  cpb_engine_leave(e);
+  if (n < 0) return info.Env().Null();  // no JS flow adopted through the lane waits for its connection
+  Napi::Array r = Napi::Array::New(info.Env(), 2);
+  r.Set(0u, (double)flow);
+  r.Set(1u, Napi::Buffer<uint8_t>::Copy(info.Env(), rec, (size_t)n));
+  cpb_lane_js_free_record(rec, (size_t)n);
   return r;
 }
 

@@ -16,8 +16,13 @@ Napi::Value LaneKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
 Napi::Value LaneDropKey(const Napi::CallbackInfo &info, struct cpb_engine *e);
 // laneSteer('lb', pinnedMapPath, self) | laneSteer('mem', wire, self) | laneSteer('none') -> 0 | -errno
 Napi::Value LaneSteer(const Napi::CallbackInfo &info, struct cpb_engine *e);
-// laneMigrate(flowId, peerIp, migrationId, epoch, budgetMs) -> [0 | -errno, lockUs, workUs, sendUs]
+// laneMigrate(flowId, peerIp, migrationId, epoch, budgetMs[, record]) -> [0 | -errno, lockUs, workUs, sendUs]
+// (record: the layers above TCP of a flow served in JS, mig/lanejs.h)
 Napi::Value LaneMigrate(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneListen(port, on) -> 0 | -errno: whether JS takes migrated connections on port
+Napi::Value LaneListen(const Napi::CallbackInfo &info, struct cpb_engine *e);
+// laneTake() -> [flowId, record: Buffer] | null: the oldest JS flow the lane adopted here whose record waits
+Napi::Value LaneTake(const Napi::CallbackInfo &info, struct cpb_engine *e);
 // laneOutcome(migrationId) -> {err, answeredUs, forwarded, snapshotBytes} | null
 Napi::Value LaneOutcome(const Napi::CallbackInfo &info, struct cpb_engine *e);
 // laneStats() -> counters (struct cpb_lane_stats)

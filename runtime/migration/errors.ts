@@ -1,4 +1,4 @@
-// Typed errors of the migration channel. Fatal ones close the channel (the stream cannot be trusted or
+// Typed errors of migration (MigrationError: ERR_MIGRATION_*) and of its channel. Fatal ones close the channel (the stream cannot be trusted or
 // resynchronised afterwards); ERR_CHANNEL_REPLAY only drops the offending frame.
 import { CapybaraError } from '../errors.js';
 
@@ -24,3 +24,6 @@ export class ChannelError extends CapybaraError {
     this.fatal = options?.fatal ?? code !== 'ERR_CHANNEL_REPLAY';
   }
 }
+
+/** A migration failed; the connection carries on where it was unless the code says otherwise. */
+export class MigrationError extends CapybaraError {}

@@ -31,9 +31,12 @@ export interface LaneResult {
 
 export class LaneError extends CapybaraError {
   readonly errno: number;
-  constructor(code: string, errno: number, message: string) {
+  /** False when the engine refused to start (nothing was frozen or sent): another path may be tried. */
+  readonly started: boolean;
+  constructor(code: string, errno: number, message: string, started = true) {
     super(code, message);
     this.errno = errno;
+    this.started = started;
   }
 }
 
@@ -43,6 +46,7 @@ const EMSGSIZE = errnoNumber('EMSGSIZE');
 const ETIMEDOUT = errnoNumber('ETIMEDOUT');
 /** A JS-side bound on waiting for the engine's outcome beyond the budget (the engine always decides). */
 const OUTCOME_SLACK_MS = 5000;
+const TAKEN_EARLY_MAX = 4096;
 
 export class MigrationLane {
   readonly #engine: () => EngineInstance;
@@ -102,25 +106,28 @@ export class MigrationLane {
   }
 
   /**
-   * Moves native flow flowId to the peer at address; resolves once the target owns it, rejects (the flow
-   * runs on here) when the engine refused to start or the target refused or never answered.
+   * Moves flow flowId to the peer at address; resolves once the target owns it, rejects (the flow runs on
+   * here) when the engine refused to start or the target refused or never answered. A native flow goes
+   * alone; a flow served in JS takes `record`, its layers above TCP (lane-record.ts).
    */
-  async migrate(flowId: number, address: string, migrationId: number, epoch: number, budgetMs: number): Promise<LaneResult> {
+  async migrate(flowId: number, address: string, migrationId: number, epoch: number, budgetMs: number,
+    record?: Uint8Array): Promise<LaneResult> {
     const e = this.#engine();
     const decided = new Promise<number>((resolve) => this.#waiting.set(migrationId, resolve));
     const t0 = process.hrtime.bigint();
-    const r = e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs);
+    const r = record ? e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs, record)
+      : e.laneMigrate!(flowId, address, migrationId, epoch, budgetMs);
     const callUs = Number(process.hrtime.bigint() - t0) / 1000;
     const [rc, , workUs, sendUs] = typeof r === 'number' ? [r, 0, 0, 0] : r;
     if (rc < 0) {
       this.#waiting.delete(migrationId);
       // Not native, or not now (replies still waiting to be sent, already moving): the caller may try again later.
       if (rc === -EMSGSIZE) {
-        throw new LaneError('ERR_MIGRATION_BUSY', rc, `flow ${flowId} has more bytes buffered than one lane datagram carries (about 800): try again when fewer are in flight`);
+        throw new LaneError('ERR_MIGRATION_BUSY', rc, `flow ${flowId} has more bytes buffered than a lane offer carries: try again when fewer are in flight`, false);
       }
       const transient = rc === -ENOENT || rc === -EBUSY;
       throw new LaneError(transient ? 'ERR_MIGRATION_STATE' : 'ERR_MIGRATION_LANE', rc,
-        `the engine cannot move flow ${flowId} through the lane (${errnoName(rc)})`);
+        `the engine cannot move flow ${flowId} through the lane (${errnoName(rc)})`, false);
     }
     let timer: NodeJS.Timeout | undefined;
     let err = await Promise.race([decided, new Promise<number>((resolve) => {
@@ -142,11 +149,39 @@ export class MigrationLane {
   /** The engine decided migration id (EV_LANE_OUT). */
   onOut(migrationId: number, err: number): void {
     this.#waiting.get(migrationId)?.(err);
+    // A burst of outcomes and adoptions can push older events out of the engine's event ring (the oldest
+    // go); their outcomes are still on record there: settle every migration that is decided.
+    if (this.#waiting.size > 1) {
+      const e = this.#engine();
+      for (const [id, done] of this.#waiting) {
+        const o = id === migrationId ? null : e.laneOutcome!(id);
+        if (o) done(o.err);
+      }
+    }
   }
 
-  /** The engine adopted a flow for a native app (EV_LANE_IN). */
-  onIn(): void {
+  /**
+   * The engine adopted flow flowId (EV_LANE_IN). Returns every flow served in JS whose record waits, with
+   * it (their own events may have been lost to a full event ring: this one drains them all), and whether
+   * flowId itself is a native app's flow (served by the engine, nothing for JS to do).
+   */
+  onIn(flowId: number): { records: [number, Buffer][]; native: boolean } {
     this.adoptedIn++;
+    const records: [number, Buffer][] = [];
+    const e = this.#engine();
+    for (let r = e.laneTake?.() ?? null; r !== null; r = e.laneTake!()) records.push(r);
+    for (const [id] of records) this.#takenEarly.add(id);
+    const native = !this.#takenEarly.delete(flowId);
+    if (this.#takenEarly.size > TAKEN_EARLY_MAX) this.#takenEarly.clear(); // ids whose events were lost
+    return { records, native };
+  }
+
+  readonly #takenEarly = new Set<number>(); // JS flows taken, whose own EV_LANE_IN is still to come
+
+  /** Whether JS takes migrated connections on port: the engine refuses offers for other ports itself. */
+  listen(port: number, on: boolean): void {
+    const rc = this.#engine().laneListen?.(port, on) ?? 0;
+    if (rc < 0) throw new LaneError('ERR_MIGRATION_LANE', rc, `the lane cannot take migrated connections on port ${port} (${errnoName(rc)})`, false);
   }
 
   close(): void {

@@ -13,19 +13,21 @@ import { CapybaraError } from '../errors.js';
 import { AppLayer, PluggedLayer } from '../../stack/layer.js';
 import { snapshotKinds, tlsLayer } from '../../stack/tls.js';
 import { MigrationChannel } from './channel.js';
-import { ChannelError } from './errors.js';
+import { ChannelError, MigrationError } from './errors.js';
 import { MigrationDedupe } from './dedupe.js';
 import type { FlowKey, ForwardedSegment, ForwardMessage, MigrationMessage, OfferMessage } from './messages.js';
 import { MAX_FORWARD_SEGMENTS } from './messages.js';
 import { claimToken, type ClaimResult } from './claim.js';
-import { MigrationLane, type LaneSteering } from './lane.js';
+import { LaneError, MigrationLane, type LaneSteering } from './lane.js';
+import { LaneRecord } from './lane-record.js';
 import { MigrationTrace } from './trace.js';
+import { decodeApp, encodeApp } from './app-record.js';
 import { warmUpMigrationPath } from './warmup.js';
 import type { Connection } from '../connection.js';
 import type { Server } from '../server.js';
 import type { EngineInstance } from '../native.js';
 
-export class MigrationError extends CapybaraError {}
+export { MigrationError };
 
 export type { ClaimResult };
 
@@ -72,6 +74,12 @@ export interface MigratorOptions {
   faults?: { dropAnswers?: boolean; dropOffers?: boolean; delayOffersMs?: number };
   /** How the engines' migration lane (native flows) reaches the balancer; without it the lane does not steer. */
   lane?: LaneSteering;
+  /**
+   * Connections served in JS move through the engines' lane too when the peer's lane keys are installed
+   * (default true): no JavaScript runs between the freeze and the target's answer. False keeps them on
+   * the channel (the path of DESIGN's protocol, and of the fault injection above, which implies false).
+   */
+  jsLane?: boolean;
 }
 
 /** Per-phase times of one migration, microseconds, measured on the source. */
@@ -166,37 +174,6 @@ function us(t0: bigint): number {
   return Number(process.hrtime.bigint() - t0) / 1000;
 }
 
-/**
- * The app record: [u32 migrations so far][u32 unread length][unread bytes][u32 unwritten length][unwritten
- * bytes][userData]. Unread bytes are what the source's stream had taken from the engine but the app had not
- * read yet; unwritten bytes what the app had written but had not reached the engine (Connection._divertWrites):
- * the target writes them before the app resumes.
- */
-function encodeApp(migrations: number, unread: Uint8Array, unwritten: Uint8Array, userData: Uint8Array): Uint8Array {
-  const out = new Uint8Array(12 + unread.length + unwritten.length + userData.length);
-  const v = new DataView(out.buffer);
-  v.setUint32(0, migrations >>> 0, true);
-  v.setUint32(4, unread.length, true);
-  out.set(unread, 8);
-  v.setUint32(8 + unread.length, unwritten.length, true);
-  out.set(unwritten, 12 + unread.length);
-  out.set(userData, 12 + unread.length + unwritten.length);
-  return out;
-}
-
-function decodeApp(bytes: Uint8Array): { migrations: number; unread: Uint8Array; unwritten: Uint8Array; userData: Uint8Array } {
-  if (bytes.length < 12) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record shorter than its header');
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const n = v.getUint32(4, true);
-  if (n > bytes.length - 12) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record: unread length beyond the record');
-  const w = v.getUint32(8 + n, true);
-  if (w > bytes.length - 12 - n) throw new MigrationError('ERR_MIGRATION_SNAPSHOT', 'app record: unwritten length beyond the record');
-  return {
-    migrations: v.getUint32(0, true), unread: bytes.slice(8, 8 + n), unwritten: bytes.slice(12 + n, 12 + n + w),
-    userData: bytes.slice(12 + n + w),
-  };
-}
-
 interface SourceConn {
   flowId: number;
   userData: Uint8Array;
@@ -221,10 +198,12 @@ export class Migrator {
   #server: Server | null = null;
   #nextId = 1;
   readonly #lane: MigrationLane;
+  readonly #laneRecord: LaneRecord;
   #closed = false;
   // unanswered: migrations whose answer never came but the balancer showed the target owning the flow
   // lateOffers: offers refused because the source had claimed the flow back (it gave up waiting)
-  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0, lateOffers: 0 };
+  // laneLost: connections adopted through the lane whose record JS could not restore (reset: see #takeLaneFlow)
+  readonly stats = { out: 0, in: 0, failed: 0, rejectedIn: 0, forwardedIn: 0, channelsRefused: 0, unanswered: 0, lateOffers: 0, laneLost: 0 };
   readonly #pongs = new Map<number, () => void>();
   #lastTrace: MigrationTrace | null = null; // the migration waiting for a pong (tracing only)
   readonly #graceful = new Map<string, () => void>(); // flows given away, still held here for stragglers
@@ -239,6 +218,7 @@ export class Migrator {
   constructor(host: MigrationHost, opts: MigratorOptions) {
     this.#host = host;
     this.#lane = new MigrationLane(() => this.#host.engine, opts.name, opts.lane);
+    this.#laneRecord = new LaneRecord(() => this.#host.engine);
     this.#opts = { ...opts, clusterKey: Buffer.from(opts.clusterKey) }; // our copy: rotateKey replaces and wipes it
     this.name = opts.name;
     this.#port = opts.port ?? DEFAULT_PORT;
@@ -361,7 +341,7 @@ export class Migrator {
       this.#failPending(ch);
     });
     void ch.ready.then((peer) => {
-      if (conn.remoteAddress) this.#lane.attach(ch, peer, conn.remoteAddress);
+      if (conn.remoteAddress) this.#attachLane(ch, peer, conn.remoteAddress);
       if (!this.#channels.has(peer)) this.#channels.set(peer, Promise.resolve(ch));
       ch.on('close', () => {
         void this.#channels.get(peer)?.then((c) => { if (c === ch) this.#channels.delete(peer); }, () => {});
@@ -429,7 +409,7 @@ export class Migrator {
       });
       try {
         await Promise.race([ch.ready, late]);
-        this.#lane.attach(ch, peer, p.address);
+        this.#attachLane(ch, peer, p.address);
       } catch (err) {
         ch.close();
         conn.destroy();
@@ -535,6 +515,44 @@ export class Migrator {
     }
     const captureUs = us(tCapture);
     trace?.hop('captured');
+
+    // 2'. Through the engines' lane when it can: one engine call freezes, snapshots and sends the offer with
+    // the record of the layers above TCP; the target's engine adopts, steers and answers, and its JS builds
+    // the connection afterwards. An engine that cannot start it (no lane key for the peer, too much buffered)
+    // leaves the flow untouched, and the channel below carries it instead.
+    if (this.#jsLaneUsable()) {
+      const budgetMs = opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000;
+      let record: Uint8Array;
+      try {
+        record = this.#laneRecord.serialize(conn.id, conn.encrypted, encodeApp(conn.migrations, unread, conn._diverted(), userData));
+      } catch (err) {
+        this.stats.failed++;
+        giveBack();
+        throw err instanceof CapybaraError ? err : new MigrationError('ERR_MIGRATION_SNAPSHOT', String(err), { cause: err });
+      }
+      try {
+        const r = await this.#lane.migrate(conn.id, this.#peers.get(peer)!.address, migrationId, this.epoch, budgetMs, record);
+        conn.onReadable = onReadable; // the engine forwards what the flow holds, and releases it after its grace
+        if (conn.encrypted) engine.tlsFree(conn.id);
+        conn._detachMigrated(peer);
+        this.stats.out++;
+        trace?.end();
+        const blackoutUs = us(tCapture);
+        return {
+          migrationId, peer, captureUs, freezeUs: r.workUs, snapshotUs: 0, sendUs: r.sendUs, shipUs: r.answeredUs, steerUs: 0,
+          releaseUs: 0, offerArrivedUs: r.targetAtUs, blackoutUs, totalUs: us(t0), snapshotBytes: r.snapshotBytes + record.length,
+          forwardedSegments: r.forwarded, path: 'lane', frozenAtUs: Number(tCapture / 1000n), doneAtUs: Number(tCapture / 1000n) + blackoutUs,
+        };
+      } catch (err) {
+        if (!(err instanceof LaneError) || err.started) {
+          this.stats.failed++;
+          giveBack(); // the engine took the flow back (unfrozen, what it had sent ahead injected again)
+          throw err;
+        }
+      } finally {
+        record.fill(0);
+      }
+    }
 
     // 2. freeze + snapshot.
     const tFreeze = process.hrtime.bigint();
@@ -741,10 +759,58 @@ export class Migrator {
 
   /** @internal The engine's lane decided a migration from here (EV_LANE_OUT) or adopted a flow (EV_LANE_IN). */
   onLaneEvent(type: 'out' | 'in', id: number, err: number): void {
-    if (type === 'out') this.#lane.onOut(id, err);
-    else {
-      this.#lane.onIn();
+    if (type === 'out') {
+      this.#lane.onOut(id, err);
+      return;
+    }
+    const { records, native } = this.#lane.onIn(id);
+    if (native) this.stats.in++; // a native app's flow: the engine serves it already
+    for (const [flowId, record] of records) this.#takeLaneFlow(flowId, record);
+  }
+
+  /** @internal Whether JS takes migrated connections on port (the engine refuses lane offers for other ports). */
+  laneListen(port: number, on: boolean): void {
+    if (this.#lane.available) this.#lane.listen(port, on);
+  }
+
+  /**
+   * The engine gets the lane keys of every channel session, except on a runtime under fault injection: the
+   * faults act on the channel protocol, so such a runtime stays off the lane both ways (its engine, holding
+   * no key, drops lane offers unanswered: to a source it looks like a wedged runtime).
+   */
+  #attachLane(ch: MigrationChannel, peer: string, address: string): void {
+    if (!this.#opts.faults) this.#lane.attach(ch, peer, address);
+  }
+
+  #jsLaneUsable(): boolean {
+    return this.#lane.available && this.#opts.jsLane !== false && !this.#opts.faults;
+  }
+
+  /**
+   * Target: the engine adopted flowId from a lane offer, steered the balancer and answered; what is left is
+   * JavaScript's part, the connection. TCP has been acknowledging and buffering the client's bytes meanwhile.
+   * The source has released the flow, so a record that cannot be restored (a peer's bug: it was sealed
+   * and authenticated) costs the connection, which is reset rather than left without an owner.
+   */
+  #takeLaneFlow(flowId: number, record: Uint8Array): void {
+    const engine = this.#host.engine;
+    const fi = engine.flowInfo(flowId);
+    const server = fi ? this.#host.migrationServer(fi.localPort) : undefined;
+    try {
+      if (!fi || !server) throw new MigrationError('ERR_MIGRATION_ADOPT', fi ? `no server takes migrated connections on port ${fi.localPort} any more` : 'the flow closed before JavaScript took it');
+      const { tls, state } = this.#laneRecord.restore(flowId, record);
+      const app = decodeApp(state.userData);
+      if (!this.#opts.lane && this.#opts.steer) { // the engine steers only when it knows the balancer
+        this.#opts.steer({ localAddress: fi.localAddress, localPort: fi.localPort, remoteAddress: fi.remoteAddress, remotePort: fi.remotePort }, this.name).catch(() => {});
+      }
       this.stats.in++;
+      server.takeMigrated(flowId, app.unread, app.userData, app.migrations + 1, tls, app.unwritten);
+    } catch (err) {
+      this.stats.laneLost++;
+      if (fi) engine.abort(flowId);
+      process.emitWarning(`capybara: a connection adopted through the migration lane was lost: ${(err as Error).message}`, { code: 'CAPYBARA_LANE_ADOPT' });
+    } finally {
+      record.fill(0);
     }
   }
 

@@ -8,16 +8,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { MemSwitch } from '../../dataplane/mem-switch.js';
-import type { Connection } from '../../runtime/connection.js';
 import type { MigrationTimings } from '../../runtime/migration/migrator.js';
 import { Stack } from '../../runtime/stack.js';
 import { addonSkip, scaled } from '../helpers/env.js';
 import { percentile } from '../helpers/migration.js';
 import { onceEvent } from '../helpers/wait.js';
+import { pingPong, progress } from '../helpers/pingpong.js';
 
 const skip = addonSkip();
 const PORT = 7;
-const MSG = 64;
 
 interface Lane { sw: MemSwitch; vip: string; servers: Map<string, Stack>; client: Stack; close(): Promise<void> }
 
@@ -46,35 +45,6 @@ async function openLane(name: string, servers: string[], opts: { faults?: string
       for (const s of stacks.values()) await s.close({ graceful: false });
     },
   };
-}
-
-/** A client that sends numbered 64-byte messages one at a time and checks every echo. */
-function pingPong(conn: Connection) {
-  let sent = 0;
-  let echoed = 0;
-  let bad = 0;
-  let pending: Buffer = Buffer.alloc(0);
-  const msg = (i: number) => Buffer.alloc(MSG, i & 0xff).fill(String(i % 10), 0, 8);
-  conn.on('data', (d: Buffer) => {
-    pending = pending.length ? Buffer.concat([pending, d]) : d;
-    while (pending.length >= MSG) {
-      if (!pending.subarray(0, MSG).equals(msg(echoed))) bad++;
-      pending = pending.subarray(MSG);
-      echoed++;
-    }
-    if (echoed === sent) conn.write(msg(sent++));
-  });
-  conn.write(msg(sent++));
-  return { get sent() { return sent; }, get echoed() { return echoed; }, get bad() { return bad; } };
-}
-
-async function progress(p: { echoed: number }, more: number, ms = 10_000): Promise<void> {
-  const want = p.echoed + more;
-  const until = Date.now() + ms;
-  while (p.echoed < want) {
-    if (Date.now() > until) throw new Error(`stream stalled at ${p.echoed} echoes (wanted ${want})`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 function serverFlow(stack: Stack, clientPort: number): number | undefined {

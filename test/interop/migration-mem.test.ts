@@ -169,6 +169,7 @@ describe('migration on the faulty mem switch', { skip: skip ?? false }, () => {
     log(`${done} migrations (${failed} refused/timed out, flow kept), ${fetches} fetches, ${(received / 1e6).toFixed(0)} MB verified; ` +
       `throughput 100 ms after / 100 ms before a migration: mean ${mean.toFixed(3)}, p50 ${percentile(ratios, 50).toFixed(3)}, p10 ${percentile(ratios, 10).toFixed(3)} (wall clock, not asserted)`);
     const ph = (k: keyof MigrationTimings) => percentile(timings.map((t) => Number(t[k])), 50).toFixed(0);
+    log(`paths: lane ${timings.filter((t) => t.path === 'lane').length}, channel ${timings.filter((t) => t.path !== 'lane').length} (the lane when the snapshot fits an offer)`);
     log(`phases p50 us: capture ${ph('captureUs')} freeze ${ph('freezeUs')} snapshot ${ph('snapshotUs')} ship ${ph('shipUs')} steer ${ph('steerUs')} blackout ${ph('blackoutUs')} total ${ph('totalUs')}; blackout p99 ${percentile(timings.map((t) => t.blackoutUs), 99).toFixed(0)}`);
     const st = [...cluster.servers.values()].map((s) => s.stack.stats().dev);
     log(`faults injected by the servers: loss ${st.reduce((a, d) => a + (d.injectedLoss ?? 0), 0)}, dup ${st.reduce((a, d) => a + (d.injectedDup ?? 0), 0)}, reorder ${st.reduce((a, d) => a + (d.injectedReorder ?? 0), 0)}, corrupt ${st.reduce((a, d) => a + (d.injectedCorrupt ?? 0), 0)}`);

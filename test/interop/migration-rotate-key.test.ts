@@ -56,7 +56,7 @@ describe('cluster key rotation', { skip: skip ?? false }, () => {
     const port = client.localPort!;
     await echoCheck(client);
     const move = async (to: string) => {
-      const own = cluster.ownerOf(port);
+      const own = await cluster.waitOwner(port);
       assert.ok(own, 'someone owns the connection');
       return own.srv.migrator.migrate(own.conn, to);
     };
@@ -85,7 +85,7 @@ describe('cluster key rotation', { skip: skip ?? false }, () => {
     const c = cluster.server('hostC');
     const refused0 = c.migrator.stats.channelsRefused;
     await assert.rejects(move('hostC'));
-    assert.equal(cluster.ownerOf(port)?.srv.name, 'hostA', 'the flow stayed on hostA');
+    assert.equal((await cluster.waitOwner(port))?.srv.name, 'hostA', 'the flow stayed on hostA');
     assert.ok(c.migrator.stats.channelsRefused > refused0, 'C counted the refused channel');
     await echoCheck(client);
     // A peer holding a wrong key (same epoch) is refused the same way.
@@ -93,7 +93,7 @@ describe('cluster key rotation', { skip: skip ?? false }, () => {
     const refused1 = c.migrator.stats.channelsRefused;
     await assert.rejects(move('hostC'));
     assert.ok(c.migrator.stats.channelsRefused > refused1, 'wrong key refused and counted');
-    assert.equal(cluster.ownerOf(port)?.srv.name, 'hostA');
+    assert.equal((await cluster.waitOwner(port))?.srv.name, 'hostA');
     await echoCheck(client);
 
     // The operator rotates every runtime to a new key (a later epoch everywhere); C rejoins.

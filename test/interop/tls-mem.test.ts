@@ -75,7 +75,9 @@ describe('TLS migration on the mem switch', { skip: skip ?? false }, () => {
       }
       const t = await own.srv.stack.migrate(own.conn, own.srv.name === 'hostA' ? 'hostB' : 'hostA');
       snapshotBytes = t.snapshotBytes;
-      const moved = cluster.ownerOf(clientPort);
+      assert.equal(t.path, 'lane', 'a connection served in JS moves through the engines\' lane');
+      // The target's engine owned the flow when migrate() resolved; its JS builds the connection right after.
+      const moved = await cluster.waitOwner(clientPort, own.srv.name);
       assert.ok(moved && moved.srv.name !== own.srv.name, 'the other runtime owns it now');
       assert.equal(moved.conn.getProtocol(), 'TLSv1.3', 'the adopted connection is TLS');
       assert.equal(moved.conn.getCipher()?.name, conn.getCipher()?.name);
