@@ -167,7 +167,10 @@ static void *engine_main(void *arg) {
     }
     cpb_time_t app = atomic_load_explicit(&e->last_app, memory_order_relaxed);
     if (app > last_work) last_work = app;
-    if (now - last_work < atomic_load_explicit(&e->spin_us, memory_order_relaxed) || cpb_lane_waiting(e->lane)) {
+    /* Not while a lane migration waits for its answer either: on two cores, an engine spinning for the
+     * answer takes the core the target's engine needs to wake up and take the offer (bench, 200 moves:
+     * offer at the target p90 1.97 ms spinning, 0.20 ms sleeping). */
+    if (now - last_work < atomic_load_explicit(&e->spin_us, memory_order_relaxed)) {
       cpu_relax();
       continue;
     }

@@ -1,7 +1,10 @@
 // migration: the client-visible blackout of a live TCP handoff between hostA and hostB behind the testbed's
 // XDP balancer (VIP 10.77.9.1), and what each phase costs, for
 //   capybara    `capybara serve echo --on hostA|hostB`, migrated by the runtimes (`migrate` on the admin
-//               socket, as `capybara demo` does): freeze, snapshot, sealed ship + adopt, steer, forward
+//               socket, as `capybara demo` does) through the engines' lane: freeze, snapshot and offer in one
+//               engine call, adopt + steer + answer in the target's engine, its JS takes the connection after
+//   capybara-channel  the same with --channel-only: the offer over the migration channel (four event loops)
+//   capybara-native  the echo on the engine thread (--native), moved through the lane
 //   capybara-tls  the same servers with --tls-cert/--tls-key (a throwaway CA, runtime/tls-cert.ts) and the same
 //               client over Node's tls (kernel TCP + Node's OpenSSL): the TLS record state migrates with the TCB
 //   tcp_repair  the Prism-style baseline: build/tcp_repair (perf/tcp_repair.c) echoing on each host
@@ -36,14 +39,16 @@ import type { Measure } from './result.js';
 import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
 import type { StreamReport } from '../runtime/demo/stream-client.js';
 
-export const MIGRATION_TARGETS = ['capybara', 'capybara-native', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
+export const MIGRATION_TARGETS = ['capybara', 'capybara-channel', 'capybara-native', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
 export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
 
 type Host = 'hostA' | 'hostB';
 const HOSTS: readonly Host[] = ['hostA', 'hostB'];
 const other = (h: Host): Host => (h === 'hostA' ? 'hostB' : 'hostA');
 
-const PORTS: Record<MigrationTarget, number> = { capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110, 'capybara-native': 7111 };
+const PORTS: Record<MigrationTarget, number> = {
+  capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110, 'capybara-native': 7111, 'capybara-channel': 7112,
+};
 /** Time between two migrations: long enough for a kernel retransmission timeout (200 ms) to play out.
  * CAPYBARA_BENCH_MIGRATION_INTERVAL_MS overrides it (e.g. 100 for a long capybara-only run). */
 const INTERVAL_MS = Number(process.env.CAPYBARA_BENCH_MIGRATION_INTERVAL_MS ?? 300);
@@ -204,22 +209,27 @@ async function capybaraOwner(port: number): Promise<Host | null> {
   return null;
 }
 
+type CapybaraTarget = 'capybara' | 'capybara-channel' | 'capybara-tls' | 'capybara-native';
+const isCapybara = (t: MigrationTarget): t is CapybaraTarget => t.startsWith('capybara');
+
 /**
- * capybara; capybara-tls: the same servers with a certificate for the VIP, the same client over Node's tls;
- * capybara-native: the echo on the engine thread (--native), whose flows move through the engines' lane.
+ * capybara (the JS echo, moved through the engines' lane); capybara-channel: the same over the migration
+ * channel; capybara-tls: the same servers as capybara with a certificate for the VIP, the same client over
+ * Node's tls; capybara-native: the echo on the engine thread (--native).
  */
-async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara' | 'capybara-tls' | 'capybara-native'): Promise<HalfRun> {
+async function runCapybara(ctx: BenchContext, rounds: number, target: CapybaraTarget): Promise<HalfRun> {
   const tls = target === 'capybara-tls';
   // CAPYBARA_BENCH_SPIN_US: how long the servers' engines busy-poll after activity (serve --spin-us).
   const spin = process.env.CAPYBARA_BENCH_SPIN_US ? ['--spin-us', process.env.CAPYBARA_BENCH_SPIN_US] : [];
-  const native = [...(target === 'capybara-native' ? ['--native'] : []), ...spin];
+  const flag = target === 'capybara-native' ? ['--native'] : target === 'capybara-channel' ? ['--channel-only'] : [];
+  const native = [...flag, ...spin];
   const port = PORTS[target];
   const servers: RunningServer[] = [];
   let certs: CertSet | undefined;
   try {
     certs = tls ? await makeCerts({ san: [`IP:${ctx.plan.vip}`] }) : undefined;
     const tlsArgs = certs ? ['--tls-cert', certs.certFile, '--tls-key', certs.keyFile] : [];
-    const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json${certs ? ' --tls-cert server.pem --tls-key server.key' : ''}${native.length ? ' --native' : ''}`);
+    const command = HOSTS.map((h) => `node bin/capybara.js serve echo --on ${h} --port ${port} --json${certs ? ' --tls-cert server.pem --tls-key server.key' : ''}${flag.length ? ` ${flag[0]}` : ''}`);
     for (const h of HOSTS) {
       servers.push(await startServer({
         name: `${target} ${h}`, cmd: process.execPath, args: [ctx.cli, 'serve', 'echo', '--on', h, '--port', String(port), '--json', ...tlsArgs, ...native],
@@ -249,11 +259,12 @@ async function runCapybara(ctx: BenchContext, rounds: number, target: 'capybara'
           const p = r.timings[0];
           const answered = Number(process.hrtime.bigint() / 1000n);
           stream.handoff(p.frozenAtUs ?? t, p.doneAtUs ?? answered, t, answered);
-          // A lane migration has no separate capture, snapshot, steer or release on the source (one engine
-          // call; the target steers): those phases are left out rather than reported as 0 µs.
+          // A lane migration has no separate snapshot, steer or release on the source (one engine call; the
+          // target steers), and a native one no capture: those phases are left out rather than reported as 0 µs.
           const channel = (p as unknown as { path?: string }).path !== 'lane';
           phases.push({
-            ...(channel ? { capture: p.captureUs!, snapshot: p.snapshotUs!, steer: p.steerUs!, release: p.releaseUs! } : {}),
+            ...(channel ? { snapshot: p.snapshotUs!, steer: p.steerUs!, release: p.releaseUs! } : {}),
+            ...(channel || target !== 'capybara-native' ? { capture: p.captureUs! } : {}),
             freeze: p.freezeUs!, shipAdopt: p.shipUs!,
             total: p.totalUs!, sourceBlackout: p.blackoutUs!, snapshotBytes: p.snapshotBytes!, forwardedSegments: p.forwardedSegments!,
             ...(p.offerArrivedUs !== undefined ? { offerArrived: p.offerArrivedUs } : {}),
@@ -484,7 +495,7 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     for (const target of targets) {
       ctx.progress.step(`migration ${target} (${rounds} migrations)`);
       ctx.log(`migration: ${target}, ${rounds} migrations every ${INTERVAL_MS} ms`);
-      const half = target === 'capybara' || target === 'capybara-tls' || target === 'capybara-native'
+      const half = isCapybara(target)
         ? await runCapybara(ctx, rounds, target)
         : await runTcpRepair(ctx, rounds, target === 'tcp_repair_fwd');
       ctx.log(`migration: ${target}: ${half.migrated}/${half.attempted} migrated, blackout p50 ${fmt(stats(half.blackoutUs).p50, 0)} us` +
@@ -513,7 +524,7 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   const pairs: [MigrationTarget, MigrationTarget][] = [
     ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara', b]),
     ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara-native', b]),
-    ['capybara-native', 'capybara'], ['capybara-tls', 'capybara'],
+    ['capybara', 'capybara-channel'], ['capybara-native', 'capybara'], ['capybara-tls', 'capybara'],
   ];
   for (const [a, b] of pairs) {
     if (!blackout[a] || !blackout[b]) continue;
@@ -566,8 +577,11 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '  migration lane (native/mig/lane.h): one engine call freezes, snapshots, seals and sends the offer as a datagram; the',
     '  target\'s engine opens it, adopts, binds the flow to its native echo, steers the balancer and answers in the same round;',
     '  segments that reach the source meanwhile follow at once. No JavaScript on either side between the call and the answer.',
-    '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP), `migrate` on the source runtime\'s admin socket: freeze, CTCP',
-    '  snapshot, sealed ship to the peer and adopt, redirect-table update, forward what was held (and again after a 50 ms grace).',
+    '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP; the echo is JavaScript), `migrate` on the source runtime\'s admin',
+    '  socket: the app\'s state is captured, then the same lane carries the flow with a record of its layers above TCP',
+    '  (runtime/migration/lane-record.ts); the target\'s engine adopts, steers and answers, and its JS takes the connection afterwards.',
+    '- **capybara-channel**: the same servers with `--channel-only`: freeze, CTCP snapshot, sealed ship over the migration channel',
+    '  (a TCP connection of the stacks) and adopt in the target\'s JS, redirect-table update, forward what was held.',
     '- **capybara-tls**: the same servers with `--tls-cert/--tls-key` (RSA-2048 leaf for the VIP from a throwaway CA) and the same client',
     '  over Node\'s `tls.connect` (kernel TCP, Node\'s OpenSSL, verifying the server), so each migration also snapshots and ships the TLS',
     `  record state (keys, IVs, sequence numbers) and the client must see one handshake for the whole stream (${tlsSession}).`,
@@ -595,14 +609,16 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     markdownTable(['phase', 'target', 'p50', 'p90', 'p99', 'max'], phaseRows),
     '',
-    `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
-    `capybara-native ${p50('capybara-native', 'snapshotBytes')} B (CTCP snapshot in one sealed lane datagram, with the native app's 32-byte state),`,
-    `capybara-tls ${p50('capybara-tls', 'snapshotBytes')} B (the same plus the TLS record layer's state),`,
+    `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (CTCP snapshot + a CPBY container of the layers above TCP, in a lane offer),`,
+    `capybara-channel ${p50('capybara-channel', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
+    `capybara-native ${p50('capybara-native', 'snapshotBytes')} B (CTCP snapshot in a sealed lane offer, with the native app's 32-byte state),`,
+    `capybara-tls ${p50('capybara-tls', 'snapshotBytes')} B (the same as capybara plus the TLS record layer's state),`,
     `tcp_repair ${p50('tcp_repair', 'snapshotBytes')} B (header + both queues). tcp_repair's steer happens on the target inside "ship + adopt".`,
-    'capybara\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the target\'s',
-    'validation and adopt; tcp_repair\'s is a unix socket between two processes on one machine, the kernel restore and the steer.',
-    'capybara\'s total includes capturing the app\'s state; its own source-side blackout (freeze to',
-    `forwarded) is ${p50('capybara', 'sourceBlackout')} µs at p50 (capybara-tls ${p50('capybara-tls', 'sourceBlackout')} µs).`,
+    'capybara-channel\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the',
+    'target\'s validation and adopt; the lane\'s (capybara, capybara-tls, capybara-native) is from the offer to the answer of the',
+    'target\'s engine; tcp_repair\'s is a unix socket between two processes on one machine, the kernel restore and the steer.',
+    'capybara\'s total includes capturing the app\'s state; its own source-side blackout (capture to the answer) is',
+    `${p50('capybara', 'sourceBlackout')} µs at p50 (capybara-tls ${p50('capybara-tls', 'sourceBlackout')} µs, capybara-channel ${p50('capybara-channel', 'sourceBlackout')} µs).`,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems] : []),
   ].join('\n');
   // HDR histograms of the blackouts (blackout-<target>.hgrm) and of the source's total (total-<target>.hgrm).

@@ -159,8 +159,8 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
 /* Timers: re-sends, budgets, forwarding of stragglers, ends of graces. Returns the next deadline. */
 cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now);
 bool cpb_lane_has_events(const struct cpb_lane *l);
-/* A migration from here waits for its answer: the engine polls instead of sleeping meanwhile (the answer
- * is a round trip away; waking from sleep costs as much again). Any thread, no lock. */
+/* A migration from here waits for its answer (or is still sending its offer's parts). Any thread, no lock.
+ * The engine does not busy-poll for it: on a small machine that takes the CPU the target needs. */
 bool cpb_lane_waiting(const struct cpb_lane *l);
 bool cpb_lane_next_event(struct cpb_lane *l, struct tcp_event *ev);
 /* The outcome of a migration that ended; false when unknown (still under way, or too old). */
