@@ -524,6 +524,16 @@ static void op_raw(struct rd *r) {
   feed(f & 1 ? STRANGER_IP : f & 2 ? 0 : PEER_IP, buf, len);
 }
 
+/* The flow adopted here from the fuzzed peer (the one its forwards must reach), 0 when none. */
+static uint64_t adopted_flow(void) {
+  uint64_t id = 0;
+  for (int i = 0; i < MAXFLOWS; i++) {
+    struct tcp_flow_info fi;
+    if (w.flows[i].used && tcp_flow_info(w.tcp, w.flows[i].id, &fi) == 0 && fi.remote_port == w.in_rport) id = w.flows[i].id;
+  }
+  return id;
+}
+
 static void op_sealed(struct rd *r) {
   uint8_t t = u8(r), g = u8(r);
   uint8_t type = (uint8_t)(1 + t % 4);
@@ -559,12 +569,7 @@ static void op_sealed(struct rd *r) {
     n += 4;
     if (g & 16) n -= CPB_MIN(n, (size_t)(len >= 7 ? p[6] % 16 : 1)); /* truncated */
   } else if ((g & 2) && type == 4 && w.have_in) { /* a forward of a real client segment to the adopted flow */
-    uint64_t id = 0;
-    for (int i = 0; i < MAXFLOWS; i++) {
-      struct tcp_flow_info fi;
-      if (w.flows[i].used && tcp_flow_info(w.tcp, w.flows[i].id, &fi) == 0 && fi.remote_port == w.in_rport)
-        id = w.flows[i].id;
-    }
+    uint64_t id = adopted_flow();
     if (!id) return;
     put64(w.plain, w.in_mid);
     put32(w.plain + 8, w.in_epoch);
@@ -632,12 +637,7 @@ static void op_parts(struct rd *r) {
     n += rec;
     remember_offer(big, n);
   } else if ((g & 3) == 2 && w.have_in) { /* a forward of a full-sized client segment to the adopted flow */
-    uint64_t id = 0;
-    for (int i = 0; i < MAXFLOWS; i++) {
-      struct tcp_flow_info fi;
-      if (w.flows[i].used && tcp_flow_info(w.tcp, w.flows[i].id, &fi) == 0 && fi.remote_port == w.in_rport)
-        id = w.flows[i].id;
-    }
+    uint64_t id = adopted_flow();
     if (!id) return;
     static uint8_t pl[1448];
     memset(pl, a, sizeof(pl));
