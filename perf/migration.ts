@@ -1,9 +1,9 @@
 // migration: the client-visible blackout of a live TCP handoff between hostA and hostB behind the testbed's
 // XDP balancer (VIP 10.77.9.1), and what each phase costs, for
 //   capybara    `capybara serve echo --on hostA|hostB`, migrated by the runtimes (`migrate` on the admin
-//               socket, as `capybara demo` does) through the engines' lane: freeze, snapshot and offer in one
-//               engine call, adopt + steer + answer in the target's engine, its JS takes the connection after
-//   capybara-channel  the same with --channel-only: the offer over the migration channel (four event loops)
+//               socket, as `capybara demo` does): freeze, snapshot, sealed ship + adopt, steer, forward
+//   capybara-lane  the same with --js-lane: freeze, snapshot and offer in one engine call, adopt + steer +
+//               answer in the target's engine, its JS takes the connection after
 //   capybara-native  the echo on the engine thread (--native), moved through the lane
 //   capybara-tls  the same servers with --tls-cert/--tls-key (a throwaway CA, runtime/tls-cert.ts) and the same
 //               client over Node's tls (kernel TCP + Node's OpenSSL): the TLS record state migrates with the TCB
@@ -39,7 +39,7 @@ import type { Measure } from './result.js';
 import { BenchError, sleep, startServer, stopChild, type RunningServer } from './proc.js';
 import type { StreamReport } from '../runtime/demo/stream-client.js';
 
-export const MIGRATION_TARGETS = ['capybara', 'capybara-channel', 'capybara-native', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
+export const MIGRATION_TARGETS = ['capybara', 'capybara-lane', 'capybara-native', 'capybara-tls', 'tcp_repair', 'tcp_repair_fwd'] as const;
 export type MigrationTarget = (typeof MIGRATION_TARGETS)[number];
 
 type Host = 'hostA' | 'hostB';
@@ -47,7 +47,7 @@ const HOSTS: readonly Host[] = ['hostA', 'hostB'];
 const other = (h: Host): Host => (h === 'hostA' ? 'hostB' : 'hostA');
 
 const PORTS: Record<MigrationTarget, number> = {
-  capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110, 'capybara-native': 7111, 'capybara-channel': 7112,
+  capybara: 7107, tcp_repair: 7108, tcp_repair_fwd: 7109, 'capybara-tls': 7110, 'capybara-native': 7111, 'capybara-lane': 7112,
 };
 /** Time between two migrations: long enough for a kernel retransmission timeout (200 ms) to play out.
  * CAPYBARA_BENCH_MIGRATION_INTERVAL_MS overrides it (e.g. 100 for a long capybara-only run). */
@@ -209,19 +209,19 @@ async function capybaraOwner(port: number): Promise<Host | null> {
   return null;
 }
 
-type CapybaraTarget = 'capybara' | 'capybara-channel' | 'capybara-tls' | 'capybara-native';
+type CapybaraTarget = 'capybara' | 'capybara-lane' | 'capybara-tls' | 'capybara-native';
 const isCapybara = (t: MigrationTarget): t is CapybaraTarget => t.startsWith('capybara');
 
 /**
- * capybara (the JS echo, moved through the engines' lane); capybara-channel: the same over the migration
- * channel; capybara-tls: the same servers as capybara with a certificate for the VIP, the same client over
- * Node's tls; capybara-native: the echo on the engine thread (--native).
+ * capybara (the JS echo, moved over the migration channel); capybara-lane: the same through the engines'
+ * lane (--js-lane); capybara-tls: the same servers as capybara with a certificate for the VIP, the same
+ * client over Node's tls; capybara-native: the echo on the engine thread (--native).
  */
 async function runCapybara(ctx: BenchContext, rounds: number, target: CapybaraTarget): Promise<HalfRun> {
   const tls = target === 'capybara-tls';
   // CAPYBARA_BENCH_SPIN_US: how long the servers' engines busy-poll after activity (serve --spin-us).
   const spin = process.env.CAPYBARA_BENCH_SPIN_US ? ['--spin-us', process.env.CAPYBARA_BENCH_SPIN_US] : [];
-  const flag = target === 'capybara-native' ? ['--native'] : target === 'capybara-channel' ? ['--channel-only'] : [];
+  const flag = target === 'capybara-native' ? ['--native'] : target === 'capybara-lane' ? ['--js-lane'] : [];
   const native = [...flag, ...spin];
   const port = PORTS[target];
   const servers: RunningServer[] = [];
@@ -524,7 +524,7 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   const pairs: [MigrationTarget, MigrationTarget][] = [
     ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara', b]),
     ...BASELINES.map((b): [MigrationTarget, MigrationTarget] => ['capybara-native', b]),
-    ['capybara', 'capybara-channel'], ['capybara-native', 'capybara'], ['capybara-tls', 'capybara'],
+    ['capybara-lane', 'capybara'], ['capybara-native', 'capybara'], ['capybara-tls', 'capybara'],
   ];
   for (const [a, b] of pairs) {
     if (!blackout[a] || !blackout[b]) continue;
@@ -578,10 +578,11 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '  target\'s engine opens it, adopts, binds the flow to its native echo, steers the balancer and answers in the same round;',
     '  segments that reach the source meanwhile follow at once. No JavaScript on either side between the call and the answer.',
     '- **capybara**: `capybara serve echo --on hostA|hostB` (AF_XDP; the echo is JavaScript), `migrate` on the source runtime\'s admin',
-    '  socket: the app\'s state is captured, then the same lane carries the flow with a record of its layers above TCP',
-    '  (runtime/migration/lane-record.ts); the target\'s engine adopts, steers and answers, and its JS takes the connection afterwards.',
-    '- **capybara-channel**: the same servers with `--channel-only`: freeze, CTCP snapshot, sealed ship over the migration channel',
-    '  (a TCP connection of the stacks) and adopt in the target\'s JS, redirect-table update, forward what was held.',
+    '  socket: freeze, CTCP snapshot, sealed ship over the migration channel (a TCP connection of the stacks) and adopt in the',
+    '  target\'s JS, redirect-table update, forward what was held (and again after a 50 ms grace).',
+    '- **capybara-lane**: the same servers with `--js-lane`: the app\'s state is captured, then the lane carries the flow with a',
+    '  record of its layers above TCP (runtime/migration/lane-record.ts); the target\'s engine adopts, steers and answers, and its',
+    '  JS takes the connection afterwards.',
     '- **capybara-tls**: the same servers with `--tls-cert/--tls-key` (RSA-2048 leaf for the VIP from a throwaway CA) and the same client',
     '  over Node\'s `tls.connect` (kernel TCP, Node\'s OpenSSL, verifying the server), so each migration also snapshots and ships the TLS',
     `  record state (keys, IVs, sequence numbers) and the client must see one handshake for the whole stream (${tlsSession}).`,
@@ -609,16 +610,16 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     markdownTable(['phase', 'target', 'p50', 'p90', 'p99', 'max'], phaseRows),
     '',
-    `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (CTCP snapshot + a CPBY container of the layers above TCP, in a lane offer),`,
-    `capybara-channel ${p50('capybara-channel', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
+    `State shipped per migration (p50): capybara ${p50('capybara', 'snapshotBytes')} B (sealed CPBY container: CTCP snapshot + app record),`,
+    `capybara-lane ${p50('capybara-lane', 'snapshotBytes')} B (CTCP snapshot + a CPBY container of the layers above TCP, in a lane offer),`,
     `capybara-native ${p50('capybara-native', 'snapshotBytes')} B (CTCP snapshot in a sealed lane offer, with the native app's 32-byte state),`,
-    `capybara-tls ${p50('capybara-tls', 'snapshotBytes')} B (the same as capybara plus the TLS record layer's state),`,
+    `capybara-tls ${p50('capybara-tls', 'snapshotBytes')} B (the same plus the TLS record layer's state),`,
     `tcp_repair ${p50('tcp_repair', 'snapshotBytes')} B (header + both queues). tcp_repair's steer happens on the target inside "ship + adopt".`,
-    'capybara-channel\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the',
-    'target\'s validation and adopt; the lane\'s (capybara, capybara-tls, capybara-native) is from the offer to the answer of the',
+    'capybara\'s "ship + adopt" is the sealed offer over the TCP migration channel between the two runtimes and the',
+    'target\'s validation and adopt; the lane\'s (capybara-lane, capybara-native) is from the offer to the answer of the',
     'target\'s engine; tcp_repair\'s is a unix socket between two processes on one machine, the kernel restore and the steer.',
-    'capybara\'s total includes capturing the app\'s state; its own source-side blackout (capture to the answer) is',
-    `${p50('capybara', 'sourceBlackout')} µs at p50 (capybara-tls ${p50('capybara-tls', 'sourceBlackout')} µs, capybara-channel ${p50('capybara-channel', 'sourceBlackout')} µs).`,
+    'capybara\'s total includes capturing the app\'s state; its own source-side blackout (capture to forwarded) is',
+    `${p50('capybara', 'sourceBlackout')} µs at p50 (capybara-tls ${p50('capybara-tls', 'sourceBlackout')} µs, capybara-lane ${p50('capybara-lane', 'sourceBlackout')} µs).`,
     ...(problems.length ? ['', '## Problems during the run', '', ...problems] : []),
   ].join('\n');
   // HDR histograms of the blackouts (blackout-<target>.hgrm) and of the source's total (total-<target>.hgrm).

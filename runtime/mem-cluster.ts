@@ -33,10 +33,7 @@ export interface MemClusterOptions {
   migrationFaults?: Record<string, MigratorOptions['faults']>;
   /** Leave out the switch's migration claims (a test showing what happens without the arbiter). */
   noClaims?: boolean;
-  /**
-   * Move connections served in JS through the engines' lane (MigratorOptions.jsLane). Default: yes, unless
-   * migrationFaults are given: those act on the channel, so its tests keep every runtime on it.
-   */
+  /** Move connections served in JS through the engines' lane (MigratorOptions.jsLane; default: the channel). */
   jsLane?: boolean;
   /** Engine tuning for every stack (e.g. a short timeWaitMs so closed flows go quickly). */
   tuning?: Tuning;
@@ -116,7 +113,7 @@ export class MemCluster {
         const migrator = stack.enableMigration({
           name, clusterKey: key, peers, steer: sw.steer, owner: sw.owner, claim: opts.noClaims ? undefined : sw.claim, unclaim: sw.unclaim,
           lane: sw.laneSteering(), timeoutMs: opts.migrationTimeoutMs, faults: opts.migrationFaults?.[name],
-          jsLane: opts.jsLane ?? !opts.migrationFaults,
+          jsLane: opts.jsLane ?? false,
         });
         self = { name, port, address: addr(i), stack, server, migrator, conns };
         servers.set(name, self);

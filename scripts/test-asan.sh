@@ -23,6 +23,8 @@ TESTS=(
   dist/test/interop/mem-faults.test.js
   dist/test/interop/migration-mem.test.js
   dist/test/interop/migration-lane.test.js
+  dist/test/interop/migration-lane-js.test.js
+  dist/test/interop/tls-mem.test.js
   dist/test/interop/soak.test.js
 )
 

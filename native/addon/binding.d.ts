@@ -30,7 +30,7 @@ export interface LaneOutcome { err: number; answeredUs: number; targetAtUs: numb
 /** The lane's counters (struct cpb_lane_stats). */
 export interface LaneStats {
   offersSent: number; offersResent: number; answersIn: number; adoptedOut: number; rejectedOut: number; gaveBack: number;
-  unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number; lateOffers: number;
+  unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number; lateOffers: number; staleCopies: number;
   forwardedOut: number; forwardedIn: number; forwardDropped: number; forwardTooBig: number;
   badFrames: number; authFailures: number; replays: number; unknownKeys: number; steerErrors: number; sendFailures: number;
 }

@@ -499,7 +499,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
     uint64_t fid = 0;
     cpb_time_t now = cpb_engine_enter(engine_);
+    struct cpb_lane *lane = cpb_engine_lane(engine_);
+    if (lane) cpb_lane_retire_stale(lane, data.Data(), data.ByteLength(), now);  // the flow is offered back
     int rc = tcp_adopt(cpb_engine_tcp(engine_), data.Data(), data.ByteLength(), now, &fid);
+    if (lane) cpb_lane_after_adopt(lane, rc == 0 ? fid : 0, now);
     cpb_engine_leave(engine_);
     return Napi::Number::New(info.Env(), rc == 0 ? (double)fid : (double)rc);
   }

@@ -92,6 +92,8 @@ struct cpb_lane {
   uint8_t plain[MAX_PLAIN + 64]; /* what a datagram opened to */
   uint8_t part[MAX_PLAIN];       /* a part being sealed */
   uint8_t fwd[FWD_MAX];          /* a forward being built (input may be under way in plain) */
+  uint8_t nstale;                /* segments an older copy of an offered flow held (retire_stale_copies) */
+  struct kept_seg stale[CPB_LANE_KEEP];
 };
 
 /* ---- little-endian fields ---- */
@@ -632,6 +634,65 @@ static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct lane_key *k, const
   }
 }
 
+static void keep_stale(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
+  struct cpb_lane *l = ctx;
+  if (l->nstale == CPB_LANE_KEEP || len > TCP_HOLD_SEG_MAX) return; /* the client sends it again */
+  struct kept_seg *k = &l->stale[l->nstale++];
+  k->src = src, k->dst = dst, k->len = (uint16_t)len;
+  memcpy(k->bytes, seg, len);
+}
+
+/* An older copy of an offered flow here holds its 4-tuple. The peer offering the flow owns it (it adopted it
+ * from us), so that copy is stale whatever stage our side of its migration is at: the lane's grace, a lane
+ * migration whose answer is still on the way (decided now: the target owns it), or a copy given away over
+ * the channel that JS keeps frozen for its grace (JS's later release finds no flow, as after any release).
+ * Only migrations freeze flows. What the copy held is the client's: it goes into the adopted flow. */
+static void retire_stale_copies(struct cpb_lane *l, const struct tcp_snap *ts, cpb_time_t now) {
+  l->nstale = 0;
+  for (int i = 0; i < CPB_LANE_OUT; i++) {
+    struct out *o = &l->outs[i];
+    if (o->state == OUT_FREE || o->lip != ts->lip || o->rip != ts->rip || o->lport != ts->lport || o->rport != ts->rport)
+      continue;
+    if (o->state == OUT_ASKING) {
+      atomic_fetch_sub_explicit(&l->asking, 1, memory_order_relaxed);
+      l->stats.adopted_out++;
+      o->res.answered_us = since(now, o->started);
+      out_record(l, o, 0);
+    }
+    tcp_held_drain(l->tcp, o->flow_id, keep_stale, l);
+    if (l->apps.forget) l->apps.forget(l->apps.ctx, o->flow_id);
+    tcp_release(l->tcp, o->flow_id, now);
+    out_free(l, o);
+  }
+  uint64_t old = 0;
+  struct tcp_flow_info fi;
+  if (tcp_find_flow(l->tcp, ts->lip, ts->lport, ts->rip, ts->rport, &old) == 0 && tcp_flow_info(l->tcp, old, &fi) == 0 &&
+      fi.frozen) {
+    tcp_held_drain(l->tcp, old, keep_stale, l);
+    if (l->apps.forget) l->apps.forget(l->apps.ctx, old);
+    tcp_release(l->tcp, old, now);
+    l->stats.stale_copies++;
+  }
+}
+
+/* After the adoption (fid, or 0 when it failed): the stale copy's segments go into the new flow, or nowhere. */
+static void take_stale_segments(struct cpb_lane *l, uint64_t fid, cpb_time_t now) {
+  for (int i = 0; i < l->nstale; i++) {
+    struct kept_seg *k = &l->stale[i];
+    if (fid) tcp_input(l->tcp, k->src, k->dst, k->bytes, k->len, now);
+    memset(k->bytes, 0, k->len);
+  }
+  l->nstale = 0;
+}
+
+void cpb_lane_retire_stale(struct cpb_lane *l, const uint8_t *snap, size_t len, cpb_time_t now) {
+  struct tcp_snap ts;
+  l->nstale = 0;
+  if (tcp_snap_parse(snap, len, &ts) == 0) retire_stale_copies(l, &ts, now);
+}
+
+void cpb_lane_after_adopt(struct cpb_lane *l, uint64_t fid, cpb_time_t now) { take_stale_segments(l, fid, now); }
+
 static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uint32_t token, cpb_time_t now, uint64_t *flow_id) {
   size_t off = BODY_HEAD;
   if (len < off + 1) return -EBADMSG;
@@ -664,14 +725,10 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
     return -ESTALE;
   }
   if (cr == CLAIM_OURS) return 1; /* adopted before: answer so again, adopt nothing twice */
-  /* Our own copy of this flow, still in its grace after it left us, holds the 4-tuple: it is coming back. */
-  for (int i = 0; i < CPB_LANE_OUT; i++) {
-    struct out *o = &l->outs[i];
-    if (o->state == OUT_OWNED && o->lip == ts.lip && o->rip == ts.rip && o->lport == ts.lport && o->rport == ts.rport)
-      out_finish(l, o, now);
-  }
+  retire_stale_copies(l, &ts, now);
   uint64_t fid = 0;
   rc = tcp_adopt(l->tcp, snap, sn, now, &fid);
+  take_stale_segments(l, rc == 0 ? fid : 0, now);
   if (rc == 0 && (rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, rec, rn, now)) != 0) {
     tcp_freeze(l->tcp, fid, now); /* drop the copy silently: the source keeps the flow */
     tcp_release(l->tcp, fid, now);

@@ -113,6 +113,7 @@ struct cpb_lane_stats {
   uint64_t offers_sent, offers_resent, answers_in, adopted_out, rejected_out, gave_back, unanswered_released;
   uint64_t offers_in, adopted_in, rejected_in, repeated_offers;
   uint64_t late_offers; /* refused: the source had claimed the flow back (it gave up waiting) */
+  uint64_t stale_copies; /* frozen copies released because their flow came back offered (given away over the channel) */
   uint64_t forwarded_out, forwarded_in, forward_dropped;
   uint64_t forward_too_big; /* 0: forwards up to TCP_HOLD_SEG_MAX go in parts (kept for the stats' shape) */
   uint64_t parts_out, parts_in, parts_dup, reassembled, reasm_evicted;
@@ -154,6 +155,12 @@ void cpb_lane_set_steering(struct cpb_lane *l, const struct cpb_lane_steering *s
  * failure the flow runs on untouched. */
 int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint64_t migration_id, uint32_t epoch,
                      uint32_t budget_ms, const uint8_t *record, size_t record_len, cpb_time_t now);
+/* Around an adoption that did not come through the lane (the channel's, engine_wrap.cc Adopt): before it,
+ * older frozen copies of the snapshot's flow here are retired (their flow is offered back, so the peer owns
+ * it: a copy in the lane's grace, one whose lane answer is still on the way, one JS keeps for the channel's
+ * grace); after it (fid, or 0 when it failed) what those copies held goes into the new flow. */
+void cpb_lane_retire_stale(struct cpb_lane *l, const uint8_t *snap, size_t len, cpb_time_t now);
+void cpb_lane_after_adopt(struct cpb_lane *l, uint64_t fid, cpb_time_t now);
 /* A datagram of protocol CPB_LANE_PROTO from src (IPv4 payload). */
 void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now);
 /* Timers: re-sends, budgets, forwarding of stragglers, ends of graces. Returns the next deadline. */

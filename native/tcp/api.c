@@ -298,6 +298,13 @@ int tcp_flow_info(struct cpb_tcp *t, uint64_t flow_id, struct tcp_flow_info *out
   return 0;
 }
 
+int tcp_find_flow(struct cpb_tcp *t, cpb_ip4_t lip, uint16_t lport, cpb_ip4_t rip, uint16_t rport, uint64_t *flow_id) {
+  struct tcb *b = flowtab_lookup(t, lip, lport, rip, rport);
+  if (!b) return -ENOENT;
+  *flow_id = tcb_id(b);
+  return 0;
+}
+
 void tcp_foreach_flow(struct cpb_tcp *t, void (*fn)(void *ctx, const struct tcp_flow_info *fi), void *ctx) {
   for (uint32_t i = 0; i < t->nslots; i++) {
     if (!t->live[i]) continue;

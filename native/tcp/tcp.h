@@ -143,6 +143,8 @@ int tcp_close(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* releas
 int tcp_abort(struct cpb_tcp *t, uint64_t flow_id, cpb_time_t now);    /* RST, release handle */
 int tcp_setopt(struct cpb_tcp *t, uint64_t flow_id, enum tcp_sockopt opt, uint32_t val);
 int tcp_flow_info(struct cpb_tcp *t, uint64_t flow_id, struct tcp_flow_info *out);
+/* The flow with this 4-tuple (local first), also in TIME_WAIT or frozen; 0 or -ENOENT. */
+int tcp_find_flow(struct cpb_tcp *t, cpb_ip4_t lip, uint16_t lport, cpb_ip4_t rip, uint16_t rport, uint64_t *flow_id);
 /* Calls fn for every live flow (including orphans in TIME_WAIT etc.). */
 void tcp_foreach_flow(struct cpb_tcp *t, void (*fn)(void *ctx, const struct tcp_flow_info *fi), void *ctx);
 void tcp_get_stats(const struct cpb_tcp *t, struct tcp_stats *out);

@@ -17,7 +17,7 @@ export const benchCommand: Command = {
               memory per held idle connection (arena slot vs kernel socket + Node net)
   http        wrk requests/s and latency: capybara serve http, Node http, the same app on Node net
   migration   client-visible blackout and phases of live migrations vs a TCP_REPAIR handoff: the JS echo
-              through the engines' lane (capybara), over the channel (capybara-channel), the native echo
+              over the channel (capybara) and through the engines' lane (capybara-lane), the native echo
               (capybara-native), TLS (capybara-tls)
   tls         TLS handshakes/s, 64 B request/response p50/p99, bulk echo: capybara vs Node tls on the kernel
   l7          L7 direct server return vs proxy mode: wrk req/s and p99, 1 KB/100 KB/1 MB objects, TCP and TLS
@@ -32,7 +32,7 @@ Options:
   --quick         a short smoke version (the whole run in about 3 minutes: fewer samples)
   --out DIR       where to write <date>-<suite>/ (default perf/results; -2, -3, ... if an earlier run wrote it)
   --compare OLD   print the change of every measure vs an earlier run (a suite folder or a folder of them)
-  --only LIST     systems to measure (e.g. capybara,kernel,node; migration: capybara,capybara-channel,
+  --only LIST     systems to measure (e.g. capybara,kernel,node; migration: capybara,capybara-lane,
                   capybara-native,capybara-tls,tcp_repair,tcp_repair_fwd)
   --json          print {"outcomes": [{suite, ok, dir, systems, measures, seconds, error?}], "compare"?} on stdout
 

@@ -65,7 +65,7 @@ async function reexecInHost(host: string, args: string[]): Promise<number> {
 export const serveCommand: Command = {
   name: 'serve',
   summary: 'run an app (echo, discard, http, sockperf, l7, redis) on a capybara stack until SIGINT/SIGTERM',
-  usage: 'capybara serve <echo|discard|http|sockperf|l7|redis> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--tls-cert F --tls-key F] [--name NAME] [--native] [--channel-only] [--spin-us N] [--json]',
+  usage: 'capybara serve <echo|discard|http|sockperf|l7|redis> [--on hostA] [--device URI --address CIDR --gateway IP] [--vip IP] [--peers NAME=IP,...] [--cluster-key FILE] [--port N] [--tls-cert F --tls-key F] [--name NAME] [--native] [--js-lane] [--spin-us N] [--json]',
   help: `Apps:
   echo      every byte comes back (default port 7)
   discard   bytes are dropped (default port 9)
@@ -97,10 +97,10 @@ Options:
   --name NAME      runtime name: admin socket /run/capybara/NAME.sock (default: the host with --on,
                    else "${DEFAULT_NAME}")
   --native         run the app in C on the engine thread (echo, sockperf): no JavaScript per request
-  --channel-only   with --peers: move connections of the JS apps over the migration channel (DESIGN's
-                   protocol, four event loops per move). By default they take the engines' migration lane
-                   like --native ones: IPv4 protocol 253 between the runtimes, sealed with keys from the
-                   channel; the target's engine adopts and answers, its JS takes the connection afterwards
+  --js-lane        with --peers: connections of the JS apps migrate through the engines' migration lane,
+                   like --native ones (IPv4 protocol 253 between the runtimes, sealed with keys from the
+                   channel; the target's engine adopts and answers, its JS takes the connection after);
+                   without it they take the migration channel (DESIGN's protocol). Experimental: see README
   --spin-us N      how long the engine busy-polls after activity before sleeping (default 50)
   --json           print the listening line as JSON
   --backends LIST  l7: the backends objects are hashed over, this host included (default: this host and
@@ -123,7 +123,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     port: { type: 'string' },
     name: { type: 'string' },
     native: { type: 'boolean' },
-    'channel-only': { type: 'boolean' },
+    'js-lane': { type: 'boolean' },
     'spin-us': { type: 'string' },
     'tls-cert': { type: 'string' },
     'tls-key': { type: 'string' },
@@ -167,7 +167,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
       const key = str(values, 'cluster-key');
       if (key) args.push('--cluster-key', key);
       if (native) args.push('--native');
-      if (values['channel-only'] === true) args.push('--channel-only');
+      if (values['js-lane'] === true) args.push('--js-lane');
       if (spinUs !== undefined) args.push('--spin-us', String(spinUs));
       if (tlsCert !== undefined && tlsKey !== undefined) args.push('--tls-cert', resolvePath(tlsCert), '--tls-key', resolvePath(tlsKey));
       if (keyUpdate !== undefined) args.push('--tls-key-update', String(keyUpdate));
@@ -184,7 +184,7 @@ all --to hostB" moves connections. Prints "listening on ADDRESS:PORT (device URI
     return serve({
       app, port, device, address, gateway, mac: str(values, 'mac'), vip: str(values, 'vip'), name, json: values.json === true,
       peers: peersOpt === undefined ? undefined : parsePeers(peersOpt), clusterKey: str(values, 'cluster-key'),
-      native, spinUs, appArgs, channelOnly: values['channel-only'] === true, tls: tlsCert !== undefined && tlsKey !== undefined ? { ...readTlsFiles(tlsCert, tlsKey), keyUpdateBytes: keyUpdate, handshakeTimeout: hsTimeout } : undefined,
+      native, spinUs, appArgs, jsLane: values['js-lane'] === true, tls: tlsCert !== undefined && tlsKey !== undefined ? { ...readTlsFiles(tlsCert, tlsKey), keyUpdateBytes: keyUpdate, handshakeTimeout: hsTimeout } : undefined,
     }, io);
   },
 };
@@ -204,8 +204,8 @@ export interface ServeParams {
   /** Serve with the C app on the engine thread (echo, sockperf). */
   native?: boolean;
   spinUs?: number | undefined;
-  /** Connections of JS apps move over the migration channel, not the engines' lane (MigratorOptions.jsLane). */
-  channelOnly?: boolean;
+  /** Connections of JS apps move through the engines' lane, not the channel (MigratorOptions.jsLane). */
+  jsLane?: boolean;
   /** Options of the l7 and redis apps. */
   appArgs?: AppArgs;
   /** PEM certificate and key: the app is served over TLS. */
@@ -303,7 +303,7 @@ async function enableMigration(stack: Stack, p: ServeParams): Promise<void> {
   stack.enableMigration({
     name: p.name, clusterKey: loadClusterKey(p.clusterKey ?? defaultKeyPath(), p.clusterKey === undefined),
     peers: p.peers ?? [], steer: balancer?.steer, owner: balancer?.owner, claim: balancer?.claim, unclaim: balancer?.unclaim,
-    lane: balancer?.lane, faults: migrationFaultsFromEnv(), jsLane: !p.channelOnly,
+    lane: balancer?.lane, faults: migrationFaultsFromEnv(), jsLane: p.jsLane === true,
   });
 }
 

@@ -75,9 +75,10 @@ export interface MigratorOptions {
   /** How the engines' migration lane (native flows) reaches the balancer; without it the lane does not steer. */
   lane?: LaneSteering;
   /**
-   * Connections served in JS move through the engines' lane too when the peer's lane keys are installed
-   * (default true): no JavaScript runs between the freeze and the target's answer. False keeps them on
-   * the channel (the path of DESIGN's protocol, and of the fault injection above, which implies false).
+   * Connections served in JS move through the engines' lane too when the peer's lane keys are installed:
+   * no JavaScript runs between the freeze and the target's answer. Default false, the channel (DESIGN's
+   * protocol): the soak with eight concurrent migrators under faults still loses a connection now and
+   * then on the lane (see the README). Fault injection above keeps a runtime on the channel either way.
    */
   jsLane?: boolean;
 }
@@ -112,6 +113,8 @@ export interface MigrateOptions {
   /** State of the application; without it the app's migrationHooks.capture() is asked (or nothing). */
   userData?: Uint8Array;
   timeoutMs?: number;
+  /** This one over the engines' lane or the channel, whatever MigratorOptions.jsLane says. */
+  via?: 'lane' | 'channel';
 }
 
 /** The runtime side a migrator needs from its Stack (kept narrow: no import cycle). */
@@ -520,7 +523,7 @@ export class Migrator {
     // the record of the layers above TCP; the target's engine adopts, steers and answers, and its JS builds
     // the connection afterwards. An engine that cannot start it (no lane key for the peer, too much buffered)
     // leaves the flow untouched, and the channel below carries it instead.
-    if (this.#jsLaneUsable()) {
+    if (this.#jsLaneUsable(opts.via)) {
       const budgetMs = opts.timeoutMs ?? this.#opts.timeoutMs ?? 2000;
       let record: Uint8Array;
       try {
@@ -693,6 +696,7 @@ export class Migrator {
       if (timer) clearTimeout(timer);
       if (straggler) clearInterval(straggler);
       this.#graceful.delete(tuple);
+      if (this.#closed) return; // the stack closed during the grace: its engine and the flow are gone
       this.#forwardHeld(ch, conn.id, migrationId);
       forwarding = 'no';
       conn.onReadable = onReadable;
@@ -706,7 +710,10 @@ export class Migrator {
       timer = setTimeout(finish, RELEASE_GRACE_MS);
       timer.unref();
       // A straggler must not wait for the end of the grace: pass on what arrives as it arrives.
-      straggler = setInterval(() => this.#forwardHeld(ch, conn.id, migrationId), 1);
+      straggler = setInterval(() => {
+        if (this.#closed) clearInterval(straggler);
+        else this.#forwardHeld(ch, conn.id, migrationId);
+      }, 1);
       straggler.unref();
     } else {
       finish();
@@ -782,8 +789,9 @@ export class Migrator {
     if (!this.#opts.faults) this.#lane.attach(ch, peer, address);
   }
 
-  #jsLaneUsable(): boolean {
-    return this.#lane.available && this.#opts.jsLane !== false && !this.#opts.faults;
+  #jsLaneUsable(via: MigrateOptions['via']): boolean {
+    const wanted = via === undefined ? this.#opts.jsLane === true : via === 'lane';
+    return wanted && this.#lane.available && !this.#opts.faults;
   }
 
   /**

@@ -4,7 +4,7 @@
 // and its JS builds the connection afterwards. Checked: a JS echo moved many times (every message once, in
 // order, every move through the lane); a connection with hundreds of KB in flight both ways (an offer of
 // many datagrams) moves byte-exact; a target whose server takes no migrated connections is refused by its
-// engine and the connection carries on at the source; jsLane: false keeps the channel.
+// engine and the connection carries on at the source; without jsLane they take the channel.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -29,7 +29,7 @@ async function connect(cluster: MemCluster): Promise<Connection> {
 describe('connections served in JS on the migration lane (mem switch)', { skip: skip ?? false }, () => {
   let cluster: MemCluster;
   before(async () => {
-    cluster = await MemCluster.open({ name: `lanejs-${process.pid}`, servers: ['hostA', 'hostB'], app: echoResumable(), port: PORT, net: 93 });
+    cluster = await MemCluster.open({ name: `lanejs-${process.pid}`, servers: ['hostA', 'hostB'], app: echoResumable(), port: PORT, net: 93, jsLane: true });
   });
   after(async () => {
     await cluster?.close();
@@ -99,6 +99,31 @@ describe('connections served in JS on the migration lane (mem switch)', { skip: 
     conn.destroy();
   });
 
+  it('moved over the channel, then straight back through the lane while the old copy waits out its grace', { timeout: 60_000 }, async () => {
+    const conn = await connect(cluster);
+    const p = pingPong(conn);
+    await progress(p, 20);
+    const outcomes: string[] = [];
+    for (let i = 0; i < scaled(30, 10); i++) {
+      const own = await cluster.waitOwner(conn.localPort!);
+      assert.ok(own, `round ${i}: some runtime serves the connection`);
+      const to = own.srv.name === 'hostA' ? 'hostB' : 'hostA';
+      await own.srv.migrator.migrate(own.conn, to, { via: 'channel' });
+      const back = await cluster.waitOwner(conn.localPort!, own.srv.name);
+      assert.ok(back, `round ${i}: the target serves it`);
+      try {
+        const t = await back.srv.migrator.migrate(back.conn, own.srv.name); // within the source's 50 ms grace
+        outcomes.push(t.path ?? 'channel');
+      } catch (err) {
+        outcomes.push((err as { code?: string }).code ?? 'error');
+      }
+      await progress(p, 10);
+    }
+    assert.equal(p.bad, 0, 'every echo byte-exact and in order');
+    process.stderr.write(`# channel then lane back at once: ${outcomes.join(' ')}\n`);
+    conn.destroy();
+  });
+
   it('a target whose server takes no migrated connections refuses in its engine; the connection stays', { timeout: 60_000 }, async () => {
     const conn = await connect(cluster);
     const p = pingPong(conn);
@@ -125,16 +150,16 @@ describe('connections served in JS on the migration lane (mem switch)', { skip: 
   });
 });
 
-describe('jsLane: false', { skip: skip ?? false }, () => {
+describe('without jsLane', { skip: skip ?? false }, () => {
   let cluster: MemCluster;
   before(async () => {
-    cluster = await MemCluster.open({ name: `lanejs0-${process.pid}`, servers: ['hostA', 'hostB'], app: echoResumable(), port: PORT, net: 92, jsLane: false });
+    cluster = await MemCluster.open({ name: `lanejs0-${process.pid}`, servers: ['hostA', 'hostB'], app: echoResumable(), port: PORT, net: 92 });
   });
   after(async () => {
     await cluster?.close();
   });
 
-  it('keeps connections served in JS on the channel', { timeout: 60_000 }, async () => {
+  it('connections served in JS take the channel, or the lane when asked (via)', { timeout: 60_000 }, async () => {
     const conn = await connect(cluster);
     const p = pingPong(conn);
     await progress(p, 20);
@@ -142,6 +167,11 @@ describe('jsLane: false', { skip: skip ?? false }, () => {
     assert.ok(own);
     const t = await own.srv.migrator.migrate(own.conn, 'hostB');
     assert.equal(t.path, 'channel');
+    await progress(p, 20);
+    const back = await cluster.waitOwner(conn.localPort!);
+    assert.ok(back);
+    const t2 = await back.srv.migrator.migrate(back.conn, 'hostA', { via: 'lane' });
+    assert.equal(t2.path, 'lane');
     await progress(p, 20);
     assert.equal(p.bad, 0);
     conn.destroy();
