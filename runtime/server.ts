@@ -64,10 +64,14 @@ export class Server extends EventEmitter implements ListenerEvents {
     const on = this.#listenerId !== null && this.listenerCount('migrated') > 0;
     if (on === this.#laneOn) return;
     this.#laneOn = on;
+    let rc = 0;
     try {
-      this.#owner.engine.laneListen?.(this.#port, on);
+      rc = this.#owner.engine.laneListen?.(this.#port, on) ?? 0;
     } catch {
       // the engine is gone: it adopts nothing any more
+    }
+    if (rc < 0) { // its port table is full: lane offers for this port are refused (the source keeps them)
+      process.emitWarning(`capybara: port ${this.#port} cannot take connections through the migration lane (errno ${rc})`, { code: 'CAPYBARA_LANE_LISTEN' });
     }
   }
 

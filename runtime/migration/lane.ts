@@ -178,12 +178,6 @@ export class MigrationLane {
 
   readonly #takenEarly = new Set<number>(); // JS flows taken, whose own EV_LANE_IN is still to come
 
-  /** Whether JS takes migrated connections on port: the engine refuses offers for other ports itself. */
-  listen(port: number, on: boolean): void {
-    const rc = this.#engine().laneListen?.(port, on) ?? 0;
-    if (rc < 0) throw new LaneError('ERR_MIGRATION_LANE', rc, `the lane cannot take migrated connections on port ${port} (${errnoName(rc)})`, false);
-  }
-
   close(): void {
     for (const done of this.#waiting.values()) done(-ETIMEDOUT);
     this.#waiting.clear();

@@ -775,11 +775,6 @@ export class Migrator {
     for (const [flowId, record] of records) this.#takeLaneFlow(flowId, record);
   }
 
-  /** @internal Whether JS takes migrated connections on port (the engine refuses lane offers for other ports). */
-  laneListen(port: number, on: boolean): void {
-    if (this.#lane.available) this.#lane.listen(port, on);
-  }
-
   /**
    * The engine gets the lane keys of every channel session, except on a runtime under fault injection: the
    * faults act on the channel protocol, so such a runtime stays off the lane both ways (its engine, holding
