@@ -256,7 +256,8 @@ static void lane_input(void *ctx, cpb_ip4_t src, const uint8_t *p, size_t len, c
 }
 static cpb_time_t lane_poll(void *ctx, cpb_time_t now) { return cpb_lane_poll(((struct cpb_engine *)ctx)->lane, now); }
 
-/* Which flow of its id a flow is: its remote address and ports (ids are reused once a flow is gone). */
+/* Which flow a flow id names: its remote address and ports; 0 once it is gone (a record stashed for a flow that
+ * died before JS came must not be handed out, nor go to a later flow should a slot's generation come round). */
 static uint64_t flow_tag(struct cpb_engine *e, uint64_t flow_id) {
   struct tcp_flow_info fi;
   if (tcp_flow_info(e->tcp, flow_id, &fi) != 0) return 0;

@@ -26,9 +26,8 @@ void cpb_lane_js_free(struct cpb_lane_js *j);
 /* Whether JS takes migrated connections on port; 0, -ENOSPC (port table full), -EINVAL (port 0). */
 int cpb_lane_js_listen(struct cpb_lane_js *j, uint16_t port, bool on);
 bool cpb_lane_js_accepts(const struct cpb_lane_js *j, uint16_t port);
-/* Keeps a copy of flow_id's record for JS, with the caller's tag for the flow (its 4-tuple: a flow that
- * died before JS came lets its id be reused, and the record must not go to the new flow); 0, -ENOSPC (too
- * many waiting), -ENOMEM. */
+/* Keeps a copy of flow_id's record for JS, with the caller's tag for the flow (its 4-tuple, checked again when
+ * JS takes it: a flow that died meanwhile gets nothing); 0, -ENOSPC (too many waiting), -ENOMEM. */
 int cpb_lane_js_stash(struct cpb_lane_js *j, uint64_t flow_id, uint64_t tag, const uint8_t *rec, size_t len);
 /* Hands flow_id's record to the caller, who owns it (*rec; free with cpb_lane_js_free_record), and its tag.
  * Returns its length, or -ENOENT when there is none (a native flow, or taken already). */
