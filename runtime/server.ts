@@ -71,6 +71,7 @@ export class Server extends EventEmitter implements ListenerEvents {
       // the engine is gone: it adopts nothing any more
     }
     if (rc < 0) { // its port table is full: lane offers for this port are refused (the source keeps them)
+      this.#laneOn = false;
       process.emitWarning(`capybara: port ${this.#port} cannot take connections through the migration lane (errno ${rc})`, { code: 'CAPYBARA_LANE_LISTEN' });
     }
   }
