@@ -647,6 +647,12 @@ static void keep_stale(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *s
  * migration whose answer is still on the way (decided now: the target owns it), or a copy given away over
  * the channel that JS keeps frozen for its grace (JS's later release finds no flow, as after any release).
  * Only migrations freeze flows. What the copy held is the client's: it goes into the adopted flow. */
+static void release_stale(struct cpb_lane *l, uint64_t flow_id, cpb_time_t now) {
+  tcp_held_drain(l->tcp, flow_id, keep_stale, l);
+  if (l->apps.forget) l->apps.forget(l->apps.ctx, flow_id);
+  tcp_release(l->tcp, flow_id, now);
+}
+
 static void retire_stale_copies(struct cpb_lane *l, const struct tcp_snap *ts, cpb_time_t now) {
   l->nstale = 0;
   for (int i = 0; i < CPB_LANE_OUT; i++) {
@@ -659,24 +665,20 @@ static void retire_stale_copies(struct cpb_lane *l, const struct tcp_snap *ts, c
       o->res.answered_us = since(now, o->started);
       out_record(l, o, 0);
     }
-    tcp_held_drain(l->tcp, o->flow_id, keep_stale, l);
-    if (l->apps.forget) l->apps.forget(l->apps.ctx, o->flow_id);
-    tcp_release(l->tcp, o->flow_id, now);
+    release_stale(l, o->flow_id, now);
     out_free(l, o);
   }
   uint64_t old = 0;
   struct tcp_flow_info fi;
   if (tcp_find_flow(l->tcp, ts->lip, ts->lport, ts->rip, ts->rport, &old) == 0 && tcp_flow_info(l->tcp, old, &fi) == 0 &&
       fi.frozen) {
-    tcp_held_drain(l->tcp, old, keep_stale, l);
-    if (l->apps.forget) l->apps.forget(l->apps.ctx, old);
-    tcp_release(l->tcp, old, now);
+    release_stale(l, old, now);
     l->stats.stale_copies++;
   }
 }
 
 /* After the adoption (fid, or 0 when it failed): the stale copy's segments go into the new flow, or nowhere. */
-static void take_stale_segments(struct cpb_lane *l, uint64_t fid, cpb_time_t now) {
+void cpb_lane_after_adopt(struct cpb_lane *l, uint64_t fid, cpb_time_t now) {
   for (int i = 0; i < l->nstale; i++) {
     struct kept_seg *k = &l->stale[i];
     if (fid) tcp_input(l->tcp, k->src, k->dst, k->bytes, k->len, now);
@@ -690,8 +692,6 @@ void cpb_lane_retire_stale(struct cpb_lane *l, const uint8_t *snap, size_t len, 
   l->nstale = 0;
   if (tcp_snap_parse(snap, len, &ts) == 0) retire_stale_copies(l, &ts, now);
 }
-
-void cpb_lane_after_adopt(struct cpb_lane *l, uint64_t fid, cpb_time_t now) { take_stale_segments(l, fid, now); }
 
 static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uint32_t token, cpb_time_t now, uint64_t *flow_id) {
   size_t off = BODY_HEAD;
@@ -728,7 +728,7 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   retire_stale_copies(l, &ts, now);
   uint64_t fid = 0;
   rc = tcp_adopt(l->tcp, snap, sn, now, &fid);
-  take_stale_segments(l, rc == 0 ? fid : 0, now);
+  cpb_lane_after_adopt(l, rc == 0 ? fid : 0, now);
   if (rc == 0 && (rc = l->apps.adopt(l->apps.ctx, fid, ts.lport, name, state, rec, rn, now)) != 0) {
     tcp_freeze(l->tcp, fid, now); /* drop the copy silently: the source keeps the flow */
     tcp_release(l->tcp, fid, now);

@@ -27,3 +27,8 @@ export class ChannelError extends CapybaraError {
 
 /** A migration failed; the connection carries on where it was unless the code says otherwise. */
 export class MigrationError extends CapybaraError {}
+
+/** A layer's failure during a migration (stack/tls.ts tlsLayer's `fail`) as the MigrationError it is. */
+export function layerFailure(what: string, detail: string, cause?: unknown): MigrationError {
+  return new MigrationError(what === 'snapshot' ? 'ERR_MIGRATION_SNAPSHOT' : 'ERR_MIGRATION_ADOPT', detail, { cause });
+}

@@ -6,7 +6,7 @@
 import { AppLayer, PluggedLayer, type AppState } from '../../stack/layer.js';
 import { snapshotKinds, tlsLayer } from '../../stack/tls.js';
 import type { EngineInstance } from '../native.js';
-import { MigrationError } from './errors.js';
+import { layerFailure } from './errors.js';
 
 interface LaneConn {
   flowId: number;
@@ -29,8 +29,7 @@ export class LaneRecord {
       // Nothing of its own to undo: the caller aborts the adopted flow when a layer above fails.
     });
     this.#plain = new AppLayer<LaneConn, number, number>({ lower: tcp, maxUserData: USER_DATA_MAX });
-    const tls = tlsLayer<LaneConn, number>(tcp, engine, (what, detail, cause) =>
-      new MigrationError(what === 'snapshot' ? 'ERR_MIGRATION_SNAPSHOT' : 'ERR_MIGRATION_ADOPT', detail, { cause }));
+    const tls = tlsLayer<LaneConn, number>(tcp, engine, layerFailure);
     this.#tls = new AppLayer<LaneConn, number, number>({ lower: tls, maxUserData: USER_DATA_MAX });
   }
 

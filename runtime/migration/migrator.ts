@@ -13,7 +13,7 @@ import { CapybaraError } from '../errors.js';
 import { AppLayer, PluggedLayer } from '../../stack/layer.js';
 import { snapshotKinds, tlsLayer } from '../../stack/tls.js';
 import { MigrationChannel } from './channel.js';
-import { ChannelError, MigrationError } from './errors.js';
+import { ChannelError, MigrationError, layerFailure } from './errors.js';
 import { MigrationDedupe } from './dedupe.js';
 import type { FlowKey, ForwardedSegment, ForwardMessage, MigrationMessage, OfferMessage } from './messages.js';
 import { MAX_FORWARD_SEGMENTS } from './messages.js';
@@ -246,8 +246,7 @@ export class Migrator {
       },
     });
     this.#layers = new AppLayer<SourceConn, void, number>({ lower: tcp, maxUserData: 1024 * 1024 });
-    const tls = tlsLayer<SourceConn>(tcp, engine, (what, detail, cause) =>
-      new MigrationError(what === 'snapshot' ? 'ERR_MIGRATION_SNAPSHOT' : 'ERR_MIGRATION_ADOPT', detail, { cause }));
+    const tls = tlsLayer<SourceConn>(tcp, engine, layerFailure);
     this.#tlsLayers = new AppLayer<SourceConn, void, number>({ lower: tls, maxUserData: 1024 * 1024 });
   }
 
