@@ -13,6 +13,13 @@ uint32_t rcv_max_chunks(const struct cpb_tcp *t, const struct tcb *b) {
 }
 
 static void fin_received(struct cpb_tcp *t, struct tcb *b, cpb_time_t now) {
+  /* Out-of-order bytes still held lie beyond the FIN: the peer contradicted itself. The FIN wins and
+   * they go (Linux drops its out-of-order queue in tcp_fin too); kept, they would sit at RCV.NXT for ever
+   * and make the flow's snapshot unadoptable (fuzz_tcp_input, regressions/tcp_input/ooo-data-past-fin). */
+  if (b->ooo.n) {
+    seqr_clear(&b->ooo);
+    chunkq_truncate(t->arena, &b->rcvq, b->rcvq.len);
+  }
   b->rcv_nxt++;
   b->flags |= TF_FIN_RCVD | TF_ACK_NOW;
   b->flags &= ~TF_OOO_FIN;
