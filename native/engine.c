@@ -398,6 +398,7 @@ int cpb_engine_start(struct cpb_engine **out, const struct cpb_engine_config *cf
     cpb_stack_announce(&e->stack, cpb_clock_now());
     rc = -pthread_create(&e->thread, NULL, engine_main, e);
     if (rc != 0) snprintf(err, errlen, "cannot start the engine thread: %s", strerror(-rc));
+    else (void)pthread_setname_np(e->thread, "cpb-engine"); /* for top -H, perf and chrt/taskset by name */
   }
   if (rc != 0) {
     teardown(e);

@@ -21,6 +21,8 @@ export interface SoakOptions {
   maxFlowBytes?: number;
   /** Migrations in flight at once (default 2; they may pick the same connection). */
   migrators?: number;
+  /** Move connections through the engines' lane (MigratorOptions.jsLane) rather than the channel. */
+  jsLane?: boolean;
   log?: (line: string) => void;
 }
 
@@ -93,7 +95,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
   };
   const cluster = await MemCluster.open({
     name: `soak-${process.pid}-${seed}`, servers: ['rtA', 'rtB', 'rtC'], faults, seed, net: 95,
-    app: echoResumable(), port: APP_PORT, tuning: { timeWaitMs: 200 }, migrationTimeoutMs: 10_000,
+    app: echoResumable(), port: APP_PORT, jsLane: opts.jsLane ?? false, tuning: { timeWaitMs: 200 }, migrationTimeoutMs: 10_000,
     onServerClose: (_srv, conn) => finishSide(conn.remotePort ?? 0, 'serverClosed'),
   });
   const c = cluster;

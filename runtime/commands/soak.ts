@@ -21,7 +21,7 @@ function text(r: SoakResult): string {
 export const soakCommand: Command = {
   name: 'soak',
   summary: 'random faults, flows and migrations between three runtimes on the mem switch; every byte checked',
-  usage: 'capybara soak [--minutes N | --seconds N] [--seed N] [--flows N] [--migrators N] [--json]',
+  usage: 'capybara soak [--minutes N | --seconds N] [--seed N] [--flows N] [--migrators N] [--js-lane] [--json]',
   help: `Runs in this process, no root needed: one client runtime and three server runtimes (echo) on an
 in-memory switch (mem:NAME?ports=4) with seeded random loss, duplication, reordering, corruption and
 delay. Many flows write random amounts in random pieces and read with random pauses; their server side is
@@ -34,12 +34,14 @@ Options:
   --seed N         seed of every random choice and of the fault injector (default 1)
   --flows N        flows open at once (default 16)
   --migrators N    migrations in flight at once (default 2)
+  --js-lane        move the connections through the engines' lane with a record of their layers above
+                   TCP (experimental, as serve --js-lane) instead of over the migration channel
   --json           print the result as one JSON document
 
 Exit status 1 when a byte did not check out, a flow failed, or something leaked.`,
   options: {
     minutes: { type: 'string' }, seconds: { type: 'string' }, seed: { type: 'string' },
-    flows: { type: 'string' }, migrators: { type: 'string' },
+    flows: { type: 'string' }, migrators: { type: 'string' }, 'js-lane': { type: 'boolean' },
   },
   async run(positionals, values, io) {
     if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
@@ -52,6 +54,7 @@ Exit status 1 when a byte did not check out, a flow failed, or something leaked.
       seed: intOpt(values, 'seed', 0, 2 ** 32 - 1) ?? 1,
       flows: intOpt(values, 'flows', 1, 256),
       migrators: intOpt(values, 'migrators', 0, 8),
+      jsLane: values['js-lane'] === true,
       log: json ? undefined : (l) => io.err(`soak: ${l}`),
     });
     io.out(json ? JSON.stringify(r) : text(r));
