@@ -184,6 +184,19 @@ function blackouts(report: StreamReport, starts: readonly number[]): { handoff: 
   return { handoff: even(w, 0), command: even(w, 1), at: report.windowsAt ? even(report.windowsAt, 0) : undefined };
 }
 
+/**
+ * Each blackout split at the freeze: how long the client had already waited when the flow froze, and how long
+ * from the freeze to the echo that ended the interval (undefined without the C client's positions).
+ */
+function splitAtFreeze(h: Pick<HalfRun, 'blackoutUs' | 'blackoutAtUs'>): { before: number[]; after: number[] } | undefined {
+  const at = h.blackoutAtUs;
+  if (!at || at.length !== h.blackoutUs.length || at.length === 0) return undefined;
+  return {
+    before: at.map((a) => Math.max(0, -a)),
+    after: at.map((a, i) => Math.max(0, a + h.blackoutUs[i]!)),
+  };
+}
+
 function blackoutFields(b: ReturnType<typeof blackouts>): Pick<HalfRun, 'blackoutUs' | 'commandPauseUs' | 'blackoutAtUs'> {
   return { blackoutUs: b.handoff, commandPauseUs: b.command, ...(b.at ? { blackoutAtUs: b.at } : {}) };
 }
@@ -535,6 +548,10 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   }
 
   const cells = (st: Stats | undefined) => PCTS.map((p) => fmt(st?.[p], 0));
+  const splitRows = halves.flatMap((h) => {
+    const sp = splitAtFreeze(h);
+    return sp ? [[h.target, fmt(stats(sp.before).p50, 0), ...cells(stats(sp.after))]] : [];
+  });
   const blackoutRows: (string | number)[][] = halves.map((h) => [h.target, ...cells(blackout[h.target]), `${h.migrated}/${h.attempted}`,
     h.blackoutUs.filter((v) => v === 0).length, h.blackoutUs.filter((v) => v >= 150_000).length, h.failures.length]);
   for (const [name, r] of Object.entries(ratios)) blackoutRows.push([`**${name.replace('/', ' / ')}**`, ...PCTS.map((p) => fmtRatio(r.blackout[p])), '', '', '', '']);
@@ -600,6 +617,15 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
     '',
     markdownTable(['worst pause during the command', 'p50', 'p90', 'p99', 'max'], halves.map((h) => [h.target, ...cells(stats(h.commandPauseUs))])),
     '',
+    ...(splitRows.length ? [
+      'Where a blackout falls around the freeze: the longest echo interval may begin before the flow froze (the client',
+      'was already waiting: on two shared cores the command\'s own work, the admin request and the ping to the target, delays',
+      'the client or the server), so it is split at the freeze. "After the freeze" is from the freeze to the echo that ends',
+      'the interval: what the handoff itself cost the client.',
+      '',
+      markdownTable(['blackout split at the freeze', 'before p50', 'after p50', 'after p90', 'after p99', 'after max'], splitRows),
+      '',
+    ] : []),
     'Ratios are capybara divided by the baseline: below 1.00x capybara is faster; capybara-tls / capybara is what TLS adds to the',
     'same handoff (the issue\'s target is within 1.30x). tcp_repair is bimodal: a handoff during which',
     'no client segment reached the old socket costs about what tcp_repair_fwd costs, one that lost a segment costs the client\'s',
@@ -637,6 +663,8 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   for (const [k, label] of [['p50Us', 'p50'], ['p90Us', 'p90'], ['p99Us', 'p99'], ['maxUs', 'max']] as const) {
     measures.push({ name: `blackout ${label}`, unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.blackout[k]])) });
   }
+  const after = halves.flatMap((h) => { const sp = splitAtFreeze(h); return sp ? [[h.target, stats(sp.after).p50] as const] : []; });
+  if (after.length) measures.push({ name: 'blackout after the freeze p50', unit: 'µs', better: 'lower', values: Object.fromEntries(after) });
   measures.push({ name: 'pause during the command p50', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, stats(h.commandPauseUs).p50])) });
   measures.push({ name: 'handoff total p50 (source)', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.total.p50Us])) });
   measures.push({ name: 'migrations >= 150 ms blackout', unit: 'count', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, h.blackoutUs.filter((v) => v >= 150_000).length])) });
