@@ -722,6 +722,9 @@ Napi::Value ClaimResult(Napi::Env env, int rc, int owner) {
   return r;
 }
 
+// A token is up to 53 bits from JS (runtime/migration/claim.ts claimToken).
+uint64_t claim_token(const Napi::Value &v) { return (uint64_t)v.As<Napi::Number>().Int64Value(); }
+
 bool claim_args(const Napi::CallbackInfo &info, cpb_ip4_t *src, cpb_ip4_t *dst) {
   return info.Length() >= 6 && parse_ip(info[1].ToString().Utf8Value(), src) && parse_ip(info[3].ToString().Utf8Value(), dst);
 }
@@ -731,7 +734,7 @@ Napi::Value LbClaim(const Napi::CallbackInfo &info) {
   if (!claim_args(info, &src, &dst) || info.Length() < 7) return ClaimResult(info.Env(), -EINVAL, -1);
   int32_t owner = -1;
   int rc = cpb_lb_claim(info[0].As<Napi::Number>().Int32Value(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
-                        (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Uint32Value(),
+                        (uint16_t)info[4].As<Napi::Number>().Uint32Value(), claim_token(info[5]),
                         info[6].As<Napi::Number>().Uint32Value(), &owner);
   return ClaimResult(info.Env(), rc, owner);
 }
@@ -742,7 +745,7 @@ Napi::Value LbUnclaim(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), cpb_lb_unclaim(info[0].As<Napi::Number>().Int32Value(), src,
                                                       (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
                                                       (uint16_t)info[4].As<Napi::Number>().Uint32Value(),
-                                                      info[5].As<Napi::Number>().Uint32Value()));
+                                                      claim_token(info[5])));
 }
 
 Napi::Value MemClaim(const Napi::CallbackInfo &info) {
@@ -750,7 +753,7 @@ Napi::Value MemClaim(const Napi::CallbackInfo &info) {
   if (!claim_args(info, &src, &dst) || info.Length() < 7) return ClaimResult(info.Env(), -EINVAL, -1);
   int owner = -1;
   int rc = cpb_mem_claim(info[0].ToString().Utf8Value().c_str(), src, (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
-                         (uint16_t)info[4].As<Napi::Number>().Uint32Value(), info[5].As<Napi::Number>().Uint32Value(),
+                         (uint16_t)info[4].As<Napi::Number>().Uint32Value(), claim_token(info[5]),
                          info[6].As<Napi::Number>().Int32Value(), &owner);
   return ClaimResult(info.Env(), rc, owner);
 }
@@ -761,7 +764,7 @@ Napi::Value MemUnclaim(const Napi::CallbackInfo &info) {
   return Napi::Number::New(info.Env(), cpb_mem_unclaim(info[0].ToString().Utf8Value().c_str(), src,
                                                        (uint16_t)info[2].As<Napi::Number>().Uint32Value(), dst,
                                                        (uint16_t)info[4].As<Napi::Number>().Uint32Value(),
-                                                       info[5].As<Napi::Number>().Uint32Value()));
+                                                       claim_token(info[5])));
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

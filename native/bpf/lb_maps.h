@@ -26,7 +26,7 @@ struct lb_flow {
 
 struct lb_flow_val {
   __u32 backend;
-  __u32 pad;
+  __u32 pad;        /* 0 in flow entries; in a claim, 32 more bits of its token (native/dev/lbsteer.c) */
   __u64 last_seen_ns; /* bpf_ktime_get_ns, i.e. CLOCK_MONOTONIC */
 };
 

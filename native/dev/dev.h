@@ -90,7 +90,7 @@ int cpb_mem_steer(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst
 int cpb_mem_steer_lookup(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport);
 /* Migration claims, as the XDP balancer keeps them (native/dev/lbsteer.h cpb_lb_claim): the first claim of
  * (flow, token) wins; 0, -EEXIST with *owner the port that holds it, -ENODEV. unclaim: 0 or -ENOENT. */
-int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int port,
+int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int port,
                   int *owner);
-int cpb_mem_unclaim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token);
+int cpb_mem_unclaim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token);
 #endif

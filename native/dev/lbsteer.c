@@ -45,45 +45,82 @@ int cpb_lb_lookup(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t
   return v.backend > INT32_MAX ? -ERANGE : (int)v.backend;
 }
 
-/* A claim lives in the redirect map itself under the flow's key with protocol 253 and the token in the
- * padding: the XDP program only ever looks up TCP keys, and an LRU map forgets old claims first. */
-static void claim_key(struct lb_flow *k, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
-  lb_key(k, src, sport, dst, dport);
-  k->proto = 253;
-  k->pad[0] = (uint8_t)token, k->pad[1] = (uint8_t)(token >> 8), k->pad[2] = (uint8_t)(token >> 16);
+/* A claim lives in the redirect map itself under the flow's key with protocol 253 and 24 bits of the token
+ * in the key's padding (the XDP program only ever looks up TCP keys, and an LRU map forgets old claims
+ * first); the value's padding holds 32 more, checked on a match. A flow moved thousands of times leaves as
+ * many claims: 24 bits alone would let a new migration meet an old one's claim (the soak met it once in a
+ * few runs) and be decided by it. On such a meeting the claim goes to the next of a few slots that both
+ * sides of a migration try in the same order, so they still meet in one. */
+#define CLAIM_PROBES 4
+
+uint32_t cpb_lb_claim_slot(uint64_t token, int probe) {
+  uint64_t x = token + (uint64_t)probe * 0x9E3779B97F4A7C15ull;
+  x ^= x >> 31;
+  x *= 0xD6E8FEB86659FD93ull;
+  x ^= x >> 32;
+  return (uint32_t)x & 0xffffffu;
 }
 
-int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, uint32_t backend,
+static void claim_key(struct lb_flow *k, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t slot) {
+  lb_key(k, src, sport, dst, dport);
+  k->proto = 253;
+  k->pad[0] = (uint8_t)slot, k->pad[1] = (uint8_t)(slot >> 8), k->pad[2] = (uint8_t)(slot >> 16);
+}
+
+static uint32_t claim_check(uint64_t token) { return (uint32_t)(token >> 32) ^ (uint32_t)token; }
+
+int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, uint32_t backend,
                  int32_t *owner) {
-  struct lb_flow k;
-  claim_key(&k, src, sport, dst, dport, token);
   /* Stamped like a flow entry, so the balancer's idle sweep (lbctl expire) keeps it as long as one. */
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  struct lb_flow_val v = {.backend = backend, .last_seen_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec};
-  if (bpf_map_update_elem(fd, &k, &v, BPF_NOEXIST) == 0) return 0;
-  if (errno != EEXIST) return -errno;
-  if (bpf_map_lookup_elem(fd, &k, &v)) return -errno; /* gone meanwhile (LRU): let the caller ask again */
-  *owner = (int32_t)v.backend;
-  return -EEXIST;
+  struct lb_flow_val mine = {.backend = backend, .pad = claim_check(token),
+                             .last_seen_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec};
+  /* Ours already, in a later slot than one freed since (an unclaim, or the LRU)? */
+  for (int probe = 0; probe < CLAIM_PROBES; probe++) {
+    struct lb_flow k;
+    struct lb_flow_val v;
+    claim_key(&k, src, sport, dst, dport, cpb_lb_claim_slot(token, probe));
+    if (bpf_map_lookup_elem(fd, &k, &v) == 0 && v.pad == mine.pad) {
+      *owner = (int32_t)v.backend;
+      return -EEXIST;
+    }
+  }
+  for (int probe = 0; probe < CLAIM_PROBES; probe++) {
+    struct lb_flow k;
+    struct lb_flow_val v;
+    claim_key(&k, src, sport, dst, dport, cpb_lb_claim_slot(token, probe));
+    if (bpf_map_update_elem(fd, &k, &mine, BPF_NOEXIST) == 0) return 0;
+    if (errno != EEXIST) return -errno;
+    if (bpf_map_lookup_elem(fd, &k, &v)) return -errno; /* gone meanwhile (LRU): let the caller ask again */
+    if (v.pad != mine.pad) continue; /* another migration's claim: the next slot */
+    *owner = (int32_t)v.backend;
+    return -EEXIST;
+  }
+  return -ENOSPC;
 }
 
-int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
-  struct lb_flow k;
-  claim_key(&k, src, sport, dst, dport, token);
-  return bpf_map_delete_elem(fd, &k) ? -errno : 0;
+int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
+  for (int probe = 0; probe < CLAIM_PROBES; probe++) {
+    struct lb_flow k;
+    struct lb_flow_val v;
+    claim_key(&k, src, sport, dst, dport, cpb_lb_claim_slot(token, probe));
+    if (bpf_map_lookup_elem(fd, &k, &v)) continue;
+    if (v.pad == claim_check(token)) return bpf_map_delete_elem(fd, &k) ? -errno : 0;
+  }
+  return -ENOENT;
 }
 
 void cpb_lb_close(int fd) {
   if (fd >= 0) close(fd);
 }
 #else
-int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, uint32_t backend,
+int cpb_lb_claim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, uint32_t backend,
                  int32_t *owner) {
   (void)fd, (void)src, (void)sport, (void)dst, (void)dport, (void)token, (void)backend, (void)owner;
   return -ENOTSUP;
 }
-int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+int cpb_lb_unclaim(int fd, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   (void)fd, (void)src, (void)sport, (void)dst, (void)dport, (void)token;
   return -ENOTSUP;
 }

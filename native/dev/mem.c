@@ -89,7 +89,7 @@ struct mem_wire {
   atomic_uint steer_count;
   struct mem_steer *steer;
   /* Migration claims (cpb_mem_claim): a small ring under the registry lock; the oldest is forgotten first. */
-  struct mem_claim { uint64_t key; uint32_t ports, token; int owner; bool used; } claims[MEM_CLAIMS];
+  struct mem_claim { uint64_t key, token; uint32_t ports; int owner; bool used; } claims[MEM_CLAIMS];
   uint32_t claim_next;
 };
 
@@ -581,7 +581,7 @@ int cpb_mem_steer_lookup(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip
   return rc;
 }
 
-static struct mem_claim *claim_find(struct mem_wire *w, uint64_t key, uint32_t ports, uint32_t token) {
+static struct mem_claim *claim_find(struct mem_wire *w, uint64_t key, uint32_t ports, uint64_t token) {
   for (uint32_t i = 0; i < MEM_CLAIMS; i++) {
     struct mem_claim *c = &w->claims[i];
     if (c->used && c->key == key && c->ports == ports && c->token == token) return c;
@@ -589,7 +589,7 @@ static struct mem_claim *claim_find(struct mem_wire *w, uint64_t key, uint32_t p
   return NULL;
 }
 
-int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int port,
+int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int port,
                   int *owner) {
   if (!name || port < 0) return -EINVAL;
   pthread_mutex_lock(&g_lock);
@@ -613,7 +613,7 @@ int cpb_mem_claim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst
   return rc;
 }
 
-int cpb_mem_unclaim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+int cpb_mem_unclaim(const char *name, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   if (!name) return -EINVAL;
   pthread_mutex_lock(&g_lock);
   struct mem_wire *w = wire_find(name);

@@ -40,7 +40,8 @@ enum out_state { OUT_FREE = 0, OUT_ASKING, OUT_OWNED };
 struct out {
   enum out_state state;
   uint64_t flow_id, migration_id, key_id;
-  uint32_t epoch, token; /* token: its claim at the balancer (fixed at the start: the key may go) */
+  uint32_t epoch;
+  uint64_t token; /* its claim at the balancer (fixed at the start: the key may go) */
   cpb_ip4_t peer;
   cpb_ip4_t lip, rip;
   uint16_t lport, rport;
@@ -328,12 +329,13 @@ static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
 /* A migration's claim token: both sides compute it from what the offer names and from the IV of the
  * direction it travelled (the source's tx, the target's rx of one key), which tells the migrations of the
  * two runtimes apart even when their ids and epochs coincide. */
-static uint32_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]) {
+static uint64_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]) {
   uint64_t x = migration_id ^ ((uint64_t)epoch << 32) ^ get64(dir_iv);
   x *= 0x9E3779B97F4A7C15ull;
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
-  return (uint32_t)(x >> 40) | 1u; /* 24 bits survive in the lb key; never 0 */
+  x ^= x >> 32;
+  return x ? x : 1; /* never 0 */
 }
 
 enum claim_result {
@@ -344,7 +346,7 @@ enum claim_result {
 };
 
 static enum claim_result claim(struct cpb_lane *l, cpb_ip4_t rip, uint16_t rport, cpb_ip4_t lip, uint16_t lport,
-                               uint32_t token, int32_t *winner) {
+                               uint64_t token, int32_t *winner) {
   if (!l->steer.claim || l->steer.self < 0) return CLAIM_NONE;
   int32_t who = -1;
   int rc = l->steer.claim(l->steer.ctx, rip, rport, lip, lport, token, l->steer.self, &who);
@@ -693,7 +695,7 @@ void cpb_lane_retire_stale(struct cpb_lane *l, const uint8_t *snap, size_t len, 
   if (tcp_snap_parse(snap, len, &ts) == 0) retire_stale_copies(l, &ts, now);
 }
 
-static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uint32_t token, cpb_time_t now, uint64_t *flow_id) {
+static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uint64_t token, cpb_time_t now, uint64_t *flow_id) {
   size_t off = BODY_HEAD;
   if (len < off + 1) return -EBADMSG;
   size_t nlen = b[off++];

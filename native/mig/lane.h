@@ -78,10 +78,12 @@ struct cpb_lane_steering {
   /* The backend the balancer names for the flow, -ENOENT when it names none, other -errno on failure. */
   int (*owner)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport);
   /* The balancer's arbiter of a migration: the first claim of (flow, token) wins (0), a later one gets
-   * -EEXIST and the winner in *owner (cpb_lb_claim, cpb_mem_claim). NULL: no fencing. */
-  int (*claim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+   * -EEXIST and the winner in *owner (cpb_lb_claim, cpb_mem_claim). NULL: no fencing. The token is 64 bits
+   * and the arbiter tells every one of them apart: a flow moved thousands of times leaves as many claims
+   * behind, and one that matched an older migration's would decide the new one wrongly. */
+  int (*claim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                int32_t *owner);
-  int (*unclaim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token);
+  int (*unclaim)(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token);
   void *ctx;
   int32_t self; /* this runtime's backend */
 };

@@ -14,12 +14,12 @@ static int lb_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uin
   const struct lane_steer_ctx *c = ctx;
   return cpb_lb_lookup(c->fd, src, sport, dst, dport);
 }
-static int lb_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+static int lb_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                     int32_t *owner) {
   const struct lane_steer_ctx *c = ctx;
   return backend < 0 ? -EINVAL : cpb_lb_claim(c->fd, src, sport, dst, dport, token, (uint32_t)backend, owner);
 }
-static int lb_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+static int lb_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   const struct lane_steer_ctx *c = ctx;
   return cpb_lb_unclaim(c->fd, src, sport, dst, dport, token);
 }
@@ -33,7 +33,7 @@ static int mem_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   const struct lane_steer_ctx *c = ctx;
   return cpb_mem_steer_lookup(c->wire, src, sport, dst, dport);
 }
-static int mem_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+static int mem_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                      int32_t *owner) {
   const struct lane_steer_ctx *c = ctx;
   int who = -1;
@@ -41,7 +41,7 @@ static int mem_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   *owner = who;
   return rc;
 }
-static int mem_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+static int mem_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   const struct lane_steer_ctx *c = ctx;
   return cpb_mem_unclaim(c->wire, src, sport, dst, dport, token);
 }

@@ -6,14 +6,19 @@ export type ClaimResult = 'won' | 'lost' | 'none';
 
 const EEXIST = errnoNumber('EEXIST');
 
-/** A migration's claim token at the balancer (24 bits, never 0): the source's name, its epoch and the id. */
+/**
+ * A migration's claim token at the balancer (52 bits, never 0): the source's name, its epoch and the id.
+ * The arbiter compares all of it: a flow moved thousands of times leaves as many claims behind, and with
+ * fewer bits a new migration could meet an old one's claim and be decided by it.
+ */
 export function claimToken(source: string, epoch: number, migrationId: number): number {
-  let h = 0x811c9dc5;
+  let lo = 0x811c9dc5;
+  let hi = 0x01000193;
   for (const c of Buffer.from(`${source}/${epoch}/${migrationId}`)) {
-    h ^= c;
-    h = Math.imul(h, 0x01000193) >>> 0;
+    lo = Math.imul(lo ^ c, 0x01000193) >>> 0;
+    hi = Math.imul(hi ^ c ^ (lo >>> 24), 0x5bd1e995) >>> 0;
   }
-  return ((h >>> 8) & 0xffffff) | 1;
+  return (hi & 0xfffff) * 2 ** 32 + (lo | 1);
 }
 
 /**

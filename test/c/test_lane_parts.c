@@ -55,7 +55,7 @@ struct lhost {
 
 struct claim {
   uint16_t sport;
-  uint32_t token;
+  uint64_t token;
   int32_t owner;
 };
 
@@ -190,7 +190,7 @@ static int st_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uin
   return W.steered >= 0 ? W.steered : -ENOENT;
 }
 
-static int st_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+static int st_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                     int32_t *owner) {
   (void)ctx, (void)src, (void)dst, (void)dport;
   for (int i = 0; i < W.nclaims; i++)
@@ -203,7 +203,7 @@ static int st_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uin
   return 0;
 }
 
-static int st_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+static int st_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   (void)ctx, (void)src, (void)dst, (void)dport;
   for (int i = 0; i < W.nclaims; i++)
     if (W.claims[i].sport == sport && W.claims[i].token == token) {

@@ -72,14 +72,15 @@ static void peer_key_reset(uint64_t id) {
 }
 
 /* The claim token as the lane computes it (lane.c token_of), for the peer's side of the arbitration. */
-static uint32_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t iv[12]) {
+static uint64_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t iv[12]) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = (v << 8) | iv[i];
   uint64_t x = migration_id ^ ((uint64_t)epoch << 32) ^ v;
   x *= 0x9E3779B97F4A7C15ull;
   x ^= x >> 29;
   x *= 0xBF58476D1CE4E5B9ull;
-  return (uint32_t)(x >> 40) | 1u;
+  x ^= x >> 32;
+  return x ? x : 1;
 }
 
 /* ---- little-endian helpers ---- */
@@ -108,7 +109,7 @@ struct claim {
   bool used;
   cpb_ip4_t src, dst;
   uint16_t sport, dport;
-  uint32_t token;
+  uint64_t token;
   int32_t owner;
 };
 struct steer_ent {
@@ -352,7 +353,7 @@ static int bal_owner(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   return -ENOENT;
 }
 
-static struct claim *claim_find(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+static struct claim *claim_find(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   for (int i = 0; i < NCLAIMS; i++) {
     struct claim *c = &w.claims[i];
     if (c->used && c->token == token && same(c->src, c->sport, c->dst, c->dport, src, sport, dst, dport)) return c;
@@ -360,7 +361,7 @@ static struct claim *claim_find(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   return NULL;
 }
 
-static int claim_put(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+static int claim_put(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                      int32_t *owner) {
   struct claim *c = claim_find(src, sport, dst, dport, token);
   if (c) {
@@ -373,7 +374,7 @@ static int claim_put(cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dpor
   return 0;
 }
 
-static int bal_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token, int32_t backend,
+static int bal_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token, int32_t backend,
                      int32_t *owner) {
   (void)ctx;
   check(backend == SELF_BACKEND && token != 0, "claim: ours, with a token");
@@ -381,7 +382,7 @@ static int bal_claim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, ui
   return claim_put(src, sport, dst, dport, token, backend, owner);
 }
 
-static int bal_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint32_t token) {
+static int bal_unclaim(void *ctx, cpb_ip4_t src, uint16_t sport, cpb_ip4_t dst, uint16_t dport, uint64_t token) {
   (void)ctx;
   struct claim *c = claim_find(src, sport, dst, dport, token);
   if (!c) return -ENOENT;
