@@ -663,8 +663,6 @@ export async function runMigration(ctx: BenchContext): Promise<{ dir: string; re
   for (const [k, label] of [['p50Us', 'p50'], ['p90Us', 'p90'], ['p99Us', 'p99'], ['maxUs', 'max']] as const) {
     measures.push({ name: `blackout ${label}`, unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.blackout[k]])) });
   }
-  const after = halves.flatMap((h) => { const sp = splitAtFreeze(h); return sp ? [[h.target, stats(sp.after).p50] as const] : []; });
-  if (after.length) measures.push({ name: 'blackout after the freeze p50', unit: 'µs', better: 'lower', values: Object.fromEntries(after) });
   measures.push({ name: 'pause during the command p50', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, stats(h.commandPauseUs).p50])) });
   measures.push({ name: 'handoff total p50 (source)', unit: 'µs', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, histograms[h.target]!.total.p50Us])) });
   measures.push({ name: 'migrations >= 150 ms blackout', unit: 'count', better: 'lower', values: Object.fromEntries(halves.map((h) => [h.target, h.blackoutUs.filter((v) => v >= 150_000).length])) });
