@@ -326,10 +326,8 @@ static void head(uint8_t *b, uint64_t migration_id, uint32_t epoch) {
 
 /* ---- the balancer's arbitration (lane.h: Ownership) ---- */
 
-/* A migration's claim token: both sides compute it from what the offer names and from the IV of the
- * direction it travelled (the source's tx, the target's rx of one key), which tells the migrations of the
- * two runtimes apart even when their ids and epochs coincide. */
-static uint64_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]) {
+/* The IV tells the migrations of the two runtimes apart even when their ids and epochs coincide. */
+uint64_t cpb_lane_claim_token(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]) {
   uint64_t x = migration_id ^ ((uint64_t)epoch << 32) ^ get64(dir_iv);
   x *= 0x9E3779B97F4A7C15ull;
   x ^= x >> 29;
@@ -591,7 +589,7 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
   o->epoch = epoch;
   o->peer = peer;
   o->key_id = k->id;
-  o->token = token_of(migration_id, epoch, k->tx_iv);
+  o->token = cpb_lane_claim_token(migration_id, epoch, k->tx_iv);
   o->nparts = o->offer_len <= MAX_PLAIN ? 1 : lane_part_count(o->offer_len);
   o->msg = o->nparts > 1 ? next_msg(k) : 0;
   /* A big offer takes a while to arrive and to open: a re-send before that only adds load. */
@@ -755,7 +753,7 @@ static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, cons
     return;
   }
   uint64_t fid = 0;
-  int32_t err = adopt_offer(l, b, len, token_of(mid, epoch, k->rx_iv), now, &fid);
+  int32_t err = adopt_offer(l, b, len, cpb_lane_claim_token(mid, epoch, k->rx_iv), now, &fid);
   if (err == 1) {
     l->stats.repeated_offers++;
     answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, 0, now));

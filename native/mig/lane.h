@@ -163,6 +163,9 @@ int cpb_lane_migrate(struct cpb_lane *l, uint64_t flow_id, cpb_ip4_t peer, uint6
  * grace); after it (fid, or 0 when it failed) what those copies held goes into the new flow. */
 void cpb_lane_retire_stale(struct cpb_lane *l, const uint8_t *snap, size_t len, cpb_time_t now);
 void cpb_lane_after_adopt(struct cpb_lane *l, uint64_t fid, cpb_time_t now);
+/* A migration's claim token at the balancer (never 0): both sides compute it from the offer's id and epoch
+ * and the IV of the direction it travelled (the source's tx, the target's rx of one key). */
+uint64_t cpb_lane_claim_token(uint64_t migration_id, uint32_t epoch, const uint8_t dir_iv[12]);
 /* A datagram of protocol CPB_LANE_PROTO from src (IPv4 payload). */
 void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t len, cpb_time_t now);
 /* Timers: re-sends, budgets, forwarding of stragglers, ends of graces. Returns the next deadline. */

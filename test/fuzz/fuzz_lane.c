@@ -71,17 +71,6 @@ static void peer_key_reset(uint64_t id) {
   if (lane_key_init(&peer_keys[id], id, &lrx, &ltx) != 0) abort();
 }
 
-/* The claim token as the lane computes it (lane.c token_of), for the peer's side of the arbitration. */
-static uint64_t token_of(uint64_t migration_id, uint32_t epoch, const uint8_t iv[12]) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | iv[i];
-  uint64_t x = migration_id ^ ((uint64_t)epoch << 32) ^ v;
-  x *= 0x9E3779B97F4A7C15ull;
-  x ^= x >> 29;
-  x *= 0xBF58476D1CE4E5B9ull;
-  x ^= x >> 32;
-  return x ? x : 1;
-}
 
 /* ---- little-endian helpers ---- */
 
@@ -767,7 +756,7 @@ static void op_balancer(struct rd *r) {
       if (!rport) return;
     }
     int32_t owner;
-    claim_put(CLIENT_IP, rport, LANE_IP, 80, token_of(out ? w.offer_mid : w.in_mid, out ? w.offer_epoch : w.in_epoch, d.iv),
+    claim_put(CLIENT_IP, rport, LANE_IP, 80, cpb_lane_claim_token(out ? w.offer_mid : w.in_mid, out ? w.offer_epoch : w.in_epoch, d.iv),
               PEER_BACKEND, &owner);
     break;
   }
