@@ -31,7 +31,7 @@ export interface LaneOutcome { err: number; answeredUs: number; targetAtUs: numb
 export interface LaneStats {
   offersSent: number; offersResent: number; answersIn: number; adoptedOut: number; rejectedOut: number; gaveBack: number;
   unansweredReleased: number; offersIn: number; adoptedIn: number; rejectedIn: number; repeatedOffers: number; lateOffers: number; staleCopies: number;
-  forwardedOut: number; forwardedIn: number; forwardDropped: number; forwardTooBig: number;
+  forwardedOut: number; forwardedIn: number; forwardDropped: number; forwardEarly: number; forwardTooBig: number;
   badFrames: number; authFailures: number; replays: number; unknownKeys: number; steerErrors: number; sendFailures: number;
 }
 

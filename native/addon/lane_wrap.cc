@@ -170,7 +170,7 @@ Napi::Value LaneStats(const Napi::CallbackInfo &info, struct cpb_engine *e) {
   F(adopted_out, "adoptedOut"); F(rejected_out, "rejectedOut"); F(gave_back, "gaveBack");
   F(unanswered_released, "unansweredReleased"); F(offers_in, "offersIn"); F(adopted_in, "adoptedIn");
   F(rejected_in, "rejectedIn"); F(repeated_offers, "repeatedOffers"); F(late_offers, "lateOffers"); F(stale_copies, "staleCopies"); F(forwarded_out, "forwardedOut");
-  F(forwarded_in, "forwardedIn"); F(forward_dropped, "forwardDropped"); F(forward_too_big, "forwardTooBig");
+  F(forwarded_in, "forwardedIn"); F(forward_dropped, "forwardDropped"); F(forward_early, "forwardEarly"); F(forward_too_big, "forwardTooBig");
   F(bad_frames, "badFrames"); F(auth_failures, "authFailures"); F(replays, "replays");
   F(unknown_keys, "unknownKeys"); F(steer_errors, "steerErrors"); F(send_failures, "sendFailures");
 #undef F

@@ -58,6 +58,16 @@ struct out {
   uint8_t inline_offer[MAX_PLAIN];
 };
 
+/* A forward of a migration not heard of yet (its offer still incomplete here), waiting for the offer. */
+struct early_seg {
+  cpb_ip4_t peer; /* 0 = free */
+  uint32_t epoch;
+  uint64_t migration_id;
+  cpb_time_t at;
+  uint32_t order; /* arrival order, to inject in it */
+  struct kept_seg seg;
+};
+
 enum seen_state { SEEN_ADOPTED = 1, SEEN_REJECTED };
 
 struct seen {
@@ -95,6 +105,8 @@ struct cpb_lane {
   uint8_t fwd[FWD_MAX];          /* a forward being built (input may be under way in plain) */
   uint8_t nstale;                /* segments an older copy of an offered flow held (retire_stale_copies) */
   struct kept_seg stale[CPB_LANE_KEEP];
+  struct early_seg early[CPB_LANE_KEEP];
+  uint32_t early_order;
 };
 
 /* ---- little-endian fields ---- */
@@ -742,6 +754,70 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
   return 0;
 }
 
+/* ---- forwards that came before their offer ---- */
+
+static void early_free(struct early_seg *e) {
+  memset(e->seg.bytes, 0, e->seg.len);
+  memset(e, 0, offsetof(struct early_seg, seg));
+  e->seg.len = 0;
+}
+
+/* Keeps a forward of a migration not heard of; when all places are taken, the oldest gives way. */
+static void early_keep(struct cpb_lane *l, cpb_ip4_t peer, uint64_t mid, uint32_t epoch, cpb_ip4_t src, cpb_ip4_t dst,
+                       const uint8_t *seg, size_t len, cpb_time_t now) {
+  struct early_seg *e = NULL;
+  for (int i = 0; i < CPB_LANE_KEEP && !e; i++)
+    if (!l->early[i].peer) e = &l->early[i];
+  if (!e) {
+    e = &l->early[0];
+    for (int i = 1; i < CPB_LANE_KEEP; i++)
+      if (l->early[i].order - e->order > UINT32_MAX / 2) e = &l->early[i]; /* older, across the wrap */
+    l->stats.forward_dropped++;
+    early_free(e);
+  }
+  e->peer = peer, e->epoch = epoch, e->migration_id = mid, e->at = now, e->order = ++l->early_order;
+  e->seg.src = src, e->seg.dst = dst, e->seg.len = (uint16_t)len;
+  memcpy(e->seg.bytes, seg, len);
+  l->stats.forward_early++;
+}
+
+/* The offer of (peer, mid, epoch) is decided: its early forwards go into the adopted flow in arrival order
+ * (inject), or nowhere. */
+static void early_settle(struct cpb_lane *l, cpb_ip4_t peer, uint64_t mid, uint32_t epoch, bool inject, cpb_time_t now) {
+  for (;;) {
+    struct early_seg *e = NULL;
+    for (int i = 0; i < CPB_LANE_KEEP; i++) {
+      struct early_seg *x = &l->early[i];
+      if (x->peer == peer && x->migration_id == mid && x->epoch == epoch && (!e || x->order - e->order > UINT32_MAX / 2))
+        e = x;
+    }
+    if (!e) return;
+    if (inject) {
+      l->stats.forwarded_in++;
+      tcp_input(l->tcp, e->seg.src, e->seg.dst, e->seg.bytes, e->seg.len, now);
+    } else {
+      l->stats.forward_dropped++;
+    }
+    early_free(e);
+  }
+}
+
+/* Early forwards whose offer never came; the next time one would go (UINT64_MAX: none). */
+static cpb_time_t early_expire(struct cpb_lane *l, cpb_time_t now) {
+  cpb_time_t next = UINT64_MAX;
+  for (int i = 0; i < CPB_LANE_KEEP; i++) {
+    struct early_seg *e = &l->early[i];
+    if (!e->peer) continue;
+    if (now >= e->at + CPB_LANE_EARLY_US) {
+      l->stats.forward_dropped++;
+      early_free(e);
+    } else {
+      next = CPB_MIN(next, e->at + CPB_LANE_EARLY_US);
+    }
+  }
+  return next;
+}
+
 static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const uint8_t *b, size_t len, cpb_time_t now) {
   uint64_t mid = get64(b);
   uint32_t epoch = get32(b + 8);
@@ -756,11 +832,13 @@ static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, cons
   int32_t err = adopt_offer(l, b, len, cpb_lane_claim_token(mid, epoch, k->rx_iv), now, &fid);
   if (err == 1) {
     l->stats.repeated_offers++;
+    early_settle(l, src, mid, epoch, false, now);
     answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, 0, now));
     return;
   }
   if (err) {
     l->stats.rejected_in++;
+    early_settle(l, src, mid, epoch, false, now); /* the source kept its copies: it gives them back there */
     answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_REJECTED, err, 0, now));
     return;
   }
@@ -773,6 +851,7 @@ static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, cons
       l->stats.steer_errors++;
   }
   answer(l, src, k, seen_add(l, src, mid, epoch, SEEN_ADOPTED, 0, fid, now));
+  early_settle(l, src, mid, epoch, true, now);
   lane_raise(l, CPB_LANE_EV_IN, fid, 0);
 }
 
@@ -782,14 +861,25 @@ static void on_forward(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *b, size
     l->stats.bad_frames++;
     return;
   }
+  cpb_ip4_t seg_src = get32(b + BODY_HEAD), seg_dst = get32(b + BODY_HEAD + 4);
+  const uint8_t *seg = b + BODY_HEAD + 10;
+  size_t seg_len = len - BODY_HEAD - 10;
+  if (!s) { /* ahead of its offer, which is still incomplete here (lane.h) */
+    if (seg_len <= TCP_HOLD_SEG_MAX) early_keep(l, src, get64(b), get32(b + 8), seg_src, seg_dst, seg, seg_len, now);
+    else l->stats.forward_dropped++;
+    return;
+  }
   struct tcp_flow_info fi;
-  /* Only into a flow adopted here that is still here: anything else would make TCP answer with RST. */
-  if (!s || s->state != SEEN_ADOPTED || tcp_flow_info(l->tcp, s->flow_id, &fi) != 0 || fi.frozen) {
+  /* Only into a flow adopted here that is still here: anything else would make TCP answer with RST. A flow
+   * already moving on from here (frozen) holds the segment and passes it on with the rest of what it holds:
+   * dropped, it would cost the client an RTO, and a flow moved again and again before each RTO (whose
+   * backoff doubles) could wait minutes for its next byte. */
+  if (s->state != SEEN_ADOPTED || tcp_flow_info(l->tcp, s->flow_id, &fi) != 0) {
     l->stats.forward_dropped++;
     return;
   }
   l->stats.forwarded_in++;
-  tcp_input(l->tcp, get32(b + BODY_HEAD), get32(b + BODY_HEAD + 4), b + BODY_HEAD + 10, len - BODY_HEAD - 10, now);
+  tcp_input(l->tcp, seg_src, seg_dst, seg, seg_len, now);
 }
 
 static void on_answer(struct cpb_lane *l, cpb_ip4_t src, uint8_t type, const uint8_t *b, size_t len, cpb_time_t now) {
@@ -869,7 +959,7 @@ void cpb_lane_input(struct cpb_lane *l, cpb_ip4_t src, const uint8_t *p, size_t 
 }
 
 cpb_time_t cpb_lane_poll(struct cpb_lane *l, cpb_time_t now) {
-  cpb_time_t next = lane_reasm_expire(&l->reasm, now);
+  cpb_time_t next = CPB_MIN(lane_reasm_expire(&l->reasm, now), early_expire(l, now));
   for (int i = 0; i < CPB_LANE_OUT; i++) {
     struct out *o = &l->outs[i];
     if (o->state == OUT_ASKING) {

@@ -38,7 +38,12 @@
  * offer came late, after the source gave up) refuses; a source whose claim loses releases its frozen copy
  * (the target owns the flow, its answer was lost). Without a balancer there is no claim and a silent
  * target is taken not to have adopted. Forwarded segments are not re-sent: one lost is retransmitted by the
- * client's TCP. They wait (held by TCP) until the offer's last part has left, so they never overtake it.
+ * client's TCP. They wait (held by TCP) until the offer's last part has left; they can still come before the
+ * offer is whole (a part of that copy was lost, and a later copy fills the hole), so the target keeps up to
+ * CPB_LANE_KEEP forwards of migrations it has not heard of for CPB_LANE_EARLY_US and injects them once it
+ * adopts. Dropping them would be systematic, not chance: a big offer (a full window buffered) needs several
+ * copies on a lossy path, and the client's retransmission, always caught by the freeze, would be lost each
+ * time while its RTO doubles.
  *
  * Single-threaded like TCP: every call runs under the engine lock. Allocates only in cpb_lane_new. */
 #ifndef CPB_LANE_H
@@ -57,6 +62,7 @@
 #define CPB_LANE_APP_NAME 15
 #define CPB_LANE_APP_STATE 32
 #define CPB_LANE_GRACE_US 50000  /* the source forwards stragglers this long after the answer */
+#define CPB_LANE_EARLY_US 2000000 /* a forward that came before its offer waits this long for it */
 #define CPB_LANE_RTO_US 1000     /* first re-send of an unanswered offer; doubles up to 64 ms */
 #define CPB_LANE_RTO_NS_PER_BYTE 16 /* ... plus this per byte of the offer (~500 Mbit/s: veth with crypto) */
 #define CPB_LANE_MSG_MAX (640u * 1024) /* plaintext of one message: 2 x 256 KiB buffers + 128 KiB */
@@ -117,6 +123,7 @@ struct cpb_lane_stats {
   uint64_t late_offers; /* refused: the source had claimed the flow back (it gave up waiting) */
   uint64_t stale_copies; /* frozen copies released because their flow came back offered (given away over the channel) */
   uint64_t forwarded_out, forwarded_in, forward_dropped;
+  uint64_t forward_early; /* came before their offer: kept, then injected (forwarded_in) or dropped */
   uint64_t forward_too_big; /* 0: forwards up to TCP_HOLD_SEG_MAX go in parts (kept for the stats' shape) */
   uint64_t parts_out, parts_in, parts_dup, reassembled, reasm_evicted;
   uint64_t bad_frames, auth_failures, replays, unknown_keys, steer_errors, send_failures;

@@ -418,17 +418,17 @@ TEST(lane_shrugs_off_hostile_datagrams) {
   CHECK_EQ(s.bad_frames - s0.bad_frames, 0);
 
   /* The genuine datagram now passes (failures above left the window alone); a FORWARD for an unknown
-   * migration is dropped; its replay is refused before decryption. */
+   * migration is kept for its offer, not injected; its replay is refused before decryption. */
   s0 = s;
   feed(r.a, IP_X, d, dlen);
   s = stats_of(r.a);
-  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 1);
+  CHECK_EQ(s.forward_early - s0.forward_early, 1);
   CHECK_EQ(s.forwarded_in - s0.forwarded_in, 0);
   s0 = s;
   feed(r.a, IP_X, d, dlen);
   s = stats_of(r.a);
   CHECK_EQ(s.replays - s0.replays, 1);
-  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 0);
+  CHECK_EQ(s.forward_early - s0.forward_early, 0);
 
   /* Sequence 0 and one that fell out of the 64-entry window are replays too. */
   s0 = s;
@@ -443,7 +443,7 @@ TEST(lane_shrugs_off_hostile_datagrams) {
   seq = 501;
   s = stats_of(r.a);
   CHECK_EQ(s.replays - s0.replays, 2);
-  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 2);
+  CHECK_EQ(s.forward_early - s0.forward_early, 2);
 
   /* Authentic but malformed plaintexts: a FORWARD whose length field lies, one with no room for it, a
    * plaintext shorter than its head, answers of the wrong size, an answer for no migration. */
@@ -551,6 +551,163 @@ TEST(lane_shrugs_off_hostile_datagrams) {
   CHECK(echo(&r, 10));
   s = stats_of(r.a);
   CHECK_EQ(s.adopted_in + s.forwarded_in + s.adopted_out + s.gave_back + s.offers_sent, 0);
+  rig_close(&r);
+}
+
+/* ---- a straggler forwarded to a flow that is already moving on ---- */
+
+struct held_copy { int n; cpb_ip4_t src, dst; size_t len; uint8_t bytes[TCP_HOLD_SEG_MAX]; };
+static void copy_first(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
+  struct held_copy *h = ctx;
+  if (h->n++ > 0 || len > sizeof(h->bytes)) return;
+  h->src = src, h->dst = dst, h->len = len;
+  memcpy(h->bytes, seg, len);
+}
+
+static uint32_t held_of(struct cpb_engine *e, uint64_t fid) {
+  struct tcp_flow_info fi = {0};
+  cpb_engine_enter(e);
+  int rc = tcp_flow_info(cpb_engine_tcp(e), fid, &fi);
+  cpb_engine_leave(e);
+  return rc ? UINT32_MAX : fi.held_segs;
+}
+
+/* The soak once stalled a flow for minutes: moved on every few ms, it was frozen whenever the client's
+ * retransmission arrived through a source's grace, the target dropped the forwarded segment because its copy
+ * was frozen again, and the client's RTO doubled each time. A frozen target holds the segment instead and
+ * passes it on (here: processes it when it carries on). The segment is a real one of the client's,
+ * taken from B's own hold, then forwarded to B as A's grace would. */
+TEST(lane_forward_into_a_flow_moving_on_is_held_not_dropped) {
+  struct rig r;
+  bool up = rig_open(&r, "lane-fwd-frozen", PORT);
+  if (!up) rig_close(&r);
+  REQUIRE(up);
+  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
+  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  CHECK_EQ(migrate(&r, r.a, IP_B, 4001, 1000), 0);
+  struct tcp_event ev = {0};
+  CHECK(wait_event(r.a, CPB_LANE_EV_OUT, &ev));
+  CHECK_EQ(ev.err, 0);
+  CHECK(wait_event(r.b, CPB_LANE_EV_IN, &ev));
+  uint64_t bfid = ev.id;
+  CHECK(echo(&r, 3));
+
+  /* B starts moving the flow on: frozen, it holds the client's next message. */
+  cpb_time_t now = cpb_engine_enter(r.b);
+  CHECK_EQ(tcp_freeze(cpb_engine_tcp(r.b), bfid, now), 0);
+  cpb_engine_leave(r.b);
+  CHECK(send_msg(&r));
+  cpb_time_t deadline = cpb_clock_now() + WAIT_US;
+  while (held_of(r.b, bfid) == 0 && cpb_clock_now() < deadline) nap();
+  struct held_copy h = {0};
+  cpb_engine_enter(r.b);
+  int drained = tcp_held_drain(cpb_engine_tcp(r.b), bfid, copy_first, &h); /* how many */
+  cpb_engine_leave(r.b);
+  REQUIRE(drained >= 1 && h.n == drained);
+  CHECK_EQ(held_of(r.b, bfid), 0);
+
+  /* The same segment comes back as a FORWARD of migration 4001 from A. */
+  static uint8_t pt[1600], d[1700];
+  size_t n = body_head(pt, 4001);
+  put32le(pt + n, h.src), put32le(pt + n + 4, h.dst), pt[n + 8] = (uint8_t)h.len, pt[n + 9] = (uint8_t)(h.len >> 8);
+  memcpy(pt + n + 10, h.bytes, h.len);
+  REQUIRE(n + 10 + h.len + 36 <= sizeof(d));
+  size_t dlen = seal(d, &DIR_AB, T_FORWARD, KEY_AB, 1u << 20, pt, n + 10 + h.len);
+  struct cpb_lane_stats s0 = stats_of(r.b);
+  feed(r.b, IP_A, d, dlen);
+  struct cpb_lane_stats s = stats_of(r.b);
+  CHECK_EQ(s.forwarded_in - s0.forwarded_in, 1);
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 0);
+  CHECK_EQ(held_of(r.b, bfid), 1);
+
+  /* B carries on after all: the held segment is the client's message, echoed once. */
+  now = cpb_engine_enter(r.b);
+  CHECK_EQ(tcp_unfreeze(cpb_engine_tcp(r.b), bfid, now), 0);
+  cpb_engine_leave(r.b);
+  CHECK(recv_echoes(&r));
+  CHECK(echo(&r, 3));
+  CHECK_EQ(r.bad, 0);
+  CHECK_EQ(r.echoed, r.sent);
+  rig_close(&r);
+}
+
+/* A forward can come before its offer is whole at the target: a part of the offer's copy was lost and a later
+ * copy fills the hole, while the forward went right after the first. The target keeps it and injects it once
+ * it adopts; dropped, it cost the client an RTO every time (the soak's stall: a big offer, every retransmission
+ * caught by the freeze). The segment is a real one of the client's, taken from A's hold; the forward comes
+ * under a second key of A's so that A's own sequence numbers stay fresh for its offer. */
+#define KEY_AB2 42
+TEST(lane_forward_before_its_offer_waits_for_it) {
+  struct rig r;
+  bool up = rig_open(&r, "lane-fwd-early", PORT);
+  if (!up) rig_close(&r);
+  REQUIRE(up);
+  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
+  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  struct cpb_lane_dir tx2, rx2; /* B's directions of the second key; A's would be the reverse */
+  dir_fill(&tx2, 0x63);
+  dir_fill(&rx2, 0x74);
+  install_key(r.b, IP_A, KEY_AB2, &tx2, &rx2, PORT_A);
+
+  /* The client's next message, caught by a freeze at A and taken out of A's hold. */
+  cpb_engine_enter(r.a);
+  uint64_t afid = server_flow(r.a, r.cport);
+  cpb_engine_leave(r.a);
+  REQUIRE(afid != 0);
+  cpb_time_t now = cpb_engine_enter(r.a);
+  CHECK_EQ(tcp_freeze(cpb_engine_tcp(r.a), afid, now), 0);
+  cpb_engine_leave(r.a);
+  CHECK(send_msg(&r));
+  cpb_time_t deadline = cpb_clock_now() + WAIT_US;
+  while (held_of(r.a, afid) == 0 && cpb_clock_now() < deadline) nap();
+  struct held_copy h = {0};
+  now = cpb_engine_enter(r.a);
+  int drained = tcp_held_drain(cpb_engine_tcp(r.a), afid, copy_first, &h);
+  CHECK_EQ(tcp_unfreeze(cpb_engine_tcp(r.a), afid, now), 0); /* nothing held: A never saw the message */
+  cpb_engine_leave(r.a);
+  REQUIRE(drained >= 1 && h.n == drained);
+
+  /* Its forward under migration 5001 reaches B before any offer: kept, not injected, not dropped. */
+  static uint8_t pt[1600], d[1700];
+  size_t n = body_head(pt, 5001);
+  put32le(pt + n, h.src), put32le(pt + n + 4, h.dst), pt[n + 8] = (uint8_t)h.len, pt[n + 9] = (uint8_t)(h.len >> 8);
+  memcpy(pt + n + 10, h.bytes, h.len);
+  REQUIRE(n + 10 + h.len + 36 <= sizeof(d));
+  size_t dlen = seal(d, &rx2, T_FORWARD, KEY_AB2, 1, pt, n + 10 + h.len);
+  struct cpb_lane_stats s0 = stats_of(r.b);
+  feed(r.b, IP_A, d, dlen);
+  struct cpb_lane_stats s = stats_of(r.b);
+  CHECK_EQ(s.forward_early - s0.forward_early, 1);
+  CHECK_EQ(s.forwarded_in - s0.forwarded_in, 0);
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 0);
+
+  /* Migration 5001 itself: B adopts, then injects the kept segment; the message is echoed once. */
+  CHECK_EQ(migrate(&r, r.a, IP_B, 5001, 1000), 0);
+  struct tcp_event ev = {0};
+  CHECK(wait_event(r.a, CPB_LANE_EV_OUT, &ev));
+  CHECK_EQ(ev.err, 0);
+  CHECK(wait_event(r.b, CPB_LANE_EV_IN, &ev));
+  s = stats_of(r.b);
+  CHECK_EQ(s.adopted_in - s0.adopted_in, 1);
+  CHECK(s.forwarded_in - s0.forwarded_in >= 1);
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 0);
+  CHECK(recv_echoes(&r));
+  CHECK(echo(&r, 3));
+  CHECK_EQ(r.bad, 0);
+  CHECK_EQ(r.echoed, r.sent);
+
+  /* One whose offer never comes is wiped after CPB_LANE_EARLY_US, counted as dropped. */
+  n = body_head(pt, 5002);
+  dlen = seal(d, &rx2, T_FORWARD, KEY_AB2, 2, pt, n + 10 + h.len);
+  s0 = stats_of(r.b);
+  feed(r.b, IP_A, d, dlen);
+  now = cpb_engine_enter(r.b);
+  cpb_lane_poll(cpb_engine_lane(r.b), now + CPB_LANE_EARLY_US);
+  cpb_engine_leave(r.b);
+  s = stats_of(r.b);
+  CHECK_EQ(s.forward_early - s0.forward_early, 1);
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 1);
+  CHECK_EQ(s.forwarded_in - s0.forwarded_in, 0);
   rig_close(&r);
 }
 

@@ -646,17 +646,19 @@ TEST(lane_parts_hostile) {
   part_in(LIP_X, 3, 1, 5, c2, t2, m2 + 5 * PART_DATA, PART_DATA);
   s = st_a();
   CHECK_EQ(s.reassembled - s0.reassembled, 1);
-  /* a forward in parts for no migration: assembled, then dropped */
+  /* a forward in parts for no migration: assembled, kept for an offer that never comes */
   static uint8_t fw[2000];
   put64le(fw, 777), put32le(fw + 8, 1), put32le(fw + 12, IP_C), put32le(fw + 16, IP_S), put16le(fw + 20, 2000 - 22);
   message_in(LIP_Y, 3, 4, fw, 2000, -1);
   s = st_a();
   CHECK_EQ(s.reassembled - s0.reassembled, 2);
-  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 1);
-  /* the incomplete ones go after their time */
+  CHECK_EQ(s.forward_early - s0.forward_early, 1);
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 0);
+  /* the incomplete ones go after their time, and so does the forward */
   W.net.now += 2 * SEC;
   cpb_lane_poll(W.L[0].lane, W.net.now);
   s = st_a();
+  CHECK_EQ(s.forward_dropped - s0.forward_dropped, 1);
   CHECK_EQ(s.reasm_evicted - s0.reasm_evicted, 3);
   CHECK_EQ(s.adopted_in, 0);
   lane_key_clear(&kx);
