@@ -8,6 +8,7 @@ import { echoResumable } from './apps/echo.js';
 import { PatternVerifier, patternChunk } from './apps/pattern.js';
 import type { Connection } from './connection.js';
 import { MemCluster, type MemServer } from './mem-cluster.js';
+import type { FlowInfo } from './native.js';
 import { prng } from './prng.js';
 import type { Stack } from './stack.js';
 
@@ -141,6 +142,26 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     history.set(port, h);
   };
 
+  // Where a stalled flow stands on both sides, for its error message: the streams and the engines' TCBs.
+  const stuckReport = (port: number, client: Connection): string => {
+    const tcb = (f: FlowInfo | null | undefined) => f ? `${f.state} una ${f.sndUna} nxt ${f.sndNxt} wnd ${f.sndWnd} rcv ${f.rcvNxt}/${f.rcvWnd} ` +
+      `unacked ${f.unackedBytes} unsent ${f.unsentBytes} readable ${f.readableBytes} rto ${f.rtoUs} rtx ${f.retransmits} frozen ${f.frozen} held ${f.heldSegments}` : 'no flow';
+    const stream = (x: Connection) => `${x.destroyed ? 'destroyed ' : ''}${x.migrating ? 'migrating ' : ''}flowing ${x.readableFlowing} ` +
+      `rbuf ${x.readableLength} wbuf ${x.writableLength}${x.writableNeedDrain ? ' needDrain' : ''}${x.readableEnded ? ' readEnded' : ''}${x.writableEnded ? ' writeEnded' : ''}`;
+    const parts = [`client [${stream(client)}; ${tcb(client.info())}]`];
+    for (const s of servers) {
+      const f = s.stack.flows().find((x) => x.localPort === APP_PORT && x.remotePort === port);
+      const sc = [...s.conns].find((x) => x.remotePort === port);
+      if (f || sc) parts.push(`${s.name} [${sc ? stream(sc) : 'no connection'}; ${tcb(f)}]`);
+    }
+    // Where segments of frozen flows can go missing: dropped by a full hold, or a forward nobody took.
+    parts.push(`dropped: ${servers.map((s) => {
+      const lane = s.stack.engine.laneStats?.();
+      return `${s.name} held ${s.stack.stats().tcp.heldDrops ?? 0} fwd ${lane?.forwardDropped ?? 0} (early ${lane?.forwardEarly ?? 0})`;
+    }).join(', ')}`);
+    return parts.join(' ');
+  };
+
   // ---- one flow: random writes, reads with random pauses, everything echoed back and checked ----
   const runFlow = async (): Promise<void> => {
     const port = takePort();
@@ -161,11 +182,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       fail(`connect :${port}: ${(err as Error).message}`);
       return;
     }
+    let written = 0;
     const v = new PatternVerifier();
     v.offset = base;
     let paused = false;
     const done = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`flow :${port} did not finish in ${FLOW_TIMEOUT_MS} ms (${v.offset - base} of ${total} back)`)), FLOW_TIMEOUT_MS);
+      const timer = setTimeout(() => reject(new Error(`flow :${port} did not finish in ${FLOW_TIMEOUT_MS} ms (${v.offset - base} of ${total} back, ${written} written); ${stuckReport(port, conn)}`)), FLOW_TIMEOUT_MS);
       conn.on('data', (d: Buffer) => {
         v.update(d);
         if (!paused && r() < pauseOdds) {
@@ -195,8 +217,10 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       });
       for (let off = 0; off < total;) {
         const n = Math.min(total - off, 1 + Math.floor(r() * maxPiece));
-        if (!conn.write(patternChunk(base + off, n))) await new Promise<void>((res) => conn.once('drain', () => res()));
+        const room = conn.write(patternChunk(base + off, n));
         off += n;
+        written = off;
+        if (!room) await new Promise<void>((res) => conn.once('drain', () => res()));
         if (r() < 0.05) await sleep(Math.floor(r() * 5));
       }
       conn.end();
