@@ -206,13 +206,20 @@ static int migrate(struct rig *r, struct cpb_engine *src, cpb_ip4_t peer, uint64
   return rc;
 }
 
+/* rig_open, then the A <-> B lane keys on both sides; closes what it opened when it fails. */
+static bool rig_open_ab(struct rig *r, const char *name, uint16_t b_port) {
+  if (!rig_open(r, name, b_port)) {
+    rig_close(r);
+    return false;
+  }
+  install_key(r->a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
+  install_key(r->b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  return true;
+}
+
 TEST(lane_moves_a_native_flow_there_and_back) {
   struct rig r;
-  bool up = rig_open(&r, "lane-move", PORT);
-  if (!up) rig_close(&r);
-  REQUIRE(up);
-  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
-  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  REQUIRE(rig_open_ab(&r, "lane-move", PORT));
   CHECK_EQ(cpb_mem_steer_lookup(r.sw, IP_C, r.cport, VIP, PORT), -ENOENT);
 
   /* A -> B */
@@ -269,11 +276,7 @@ TEST(lane_moves_a_native_flow_there_and_back) {
 
 TEST(lane_target_without_the_app_refuses_and_the_flow_stays) {
   struct rig r;
-  bool up = rig_open(&r, "lane-refuse", PORT + 1); /* B serves echo, but on another port */
-  if (!up) rig_close(&r);
-  REQUIRE(up);
-  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
-  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  REQUIRE(rig_open_ab(&r, "lane-refuse", PORT + 1)); /* B serves echo, but on another port */
   cpb_engine_enter(r.a);
   uint64_t afid = server_flow(r.a, r.cport);
   cpb_engine_leave(r.a);
@@ -572,6 +575,33 @@ static uint32_t held_of(struct cpb_engine *e, uint64_t fid) {
   return rc ? UINT32_MAX : fi.held_segs;
 }
 
+/* Freezes e's flow fid, has the client send its next message and takes the segment out of the hold into h
+ * (a real segment of the client's, for forging forwards). The flow stays frozen with nothing held. */
+static bool catch_next_msg(struct rig *r, struct cpb_engine *e, uint64_t fid, struct held_copy *h) {
+  cpb_time_t now = cpb_engine_enter(e);
+  int rc = tcp_freeze(cpb_engine_tcp(e), fid, now);
+  cpb_engine_leave(e);
+  if (rc || !send_msg(r)) return false;
+  cpb_time_t deadline = cpb_clock_now() + WAIT_US;
+  while (held_of(e, fid) == 0 && cpb_clock_now() < deadline) nap();
+  memset(h, 0, sizeof(*h));
+  cpb_engine_enter(e);
+  int drained = tcp_held_drain(cpb_engine_tcp(e), fid, copy_first, h); /* how many */
+  cpb_engine_leave(e);
+  return drained >= 1 && h->n == drained && held_of(e, fid) == 0;
+}
+
+/* A FORWARD of migration mid carrying h's segment, sealed under (dir, kid, seq) into d (FWD_DGRAM bytes); its length. */
+#define FWD_DGRAM (20 + 12 + 10 + TCP_HOLD_SEG_MAX + 16)
+static size_t forward_dgram(uint8_t *d, const struct cpb_lane_dir *dir, uint64_t kid, uint64_t seq, uint64_t mid,
+                            const struct held_copy *h) {
+  static uint8_t pt[12 + 10 + TCP_HOLD_SEG_MAX];
+  size_t n = body_head(pt, mid);
+  put32le(pt + n, h->src), put32le(pt + n + 4, h->dst), pt[n + 8] = (uint8_t)h->len, pt[n + 9] = (uint8_t)(h->len >> 8);
+  memcpy(pt + n + 10, h->bytes, h->len);
+  return seal(d, dir, T_FORWARD, kid, seq, pt, n + 10 + h->len);
+}
+
 /* The soak once stalled a flow for minutes: moved on every few ms, it was frozen whenever the client's
  * retransmission arrived through a source's grace, the target dropped the forwarded segment because its copy
  * was frozen again, and the client's RTO doubled each time. A frozen target holds the segment instead and
@@ -579,11 +609,7 @@ static uint32_t held_of(struct cpb_engine *e, uint64_t fid) {
  * taken from B's own hold, then forwarded to B as A's grace would. */
 TEST(lane_forward_into_a_flow_moving_on_is_held_not_dropped) {
   struct rig r;
-  bool up = rig_open(&r, "lane-fwd-frozen", PORT);
-  if (!up) rig_close(&r);
-  REQUIRE(up);
-  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
-  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  REQUIRE(rig_open_ab(&r, "lane-fwd-frozen", PORT));
   CHECK_EQ(migrate(&r, r.a, IP_B, 4001, 1000), 0);
   struct tcp_event ev = {0};
   CHECK(wait_event(r.a, CPB_LANE_EV_OUT, &ev));
@@ -592,27 +618,13 @@ TEST(lane_forward_into_a_flow_moving_on_is_held_not_dropped) {
   uint64_t bfid = ev.id;
   CHECK(echo(&r, 3));
 
-  /* B starts moving the flow on: frozen, it holds the client's next message. */
-  cpb_time_t now = cpb_engine_enter(r.b);
-  CHECK_EQ(tcp_freeze(cpb_engine_tcp(r.b), bfid, now), 0);
-  cpb_engine_leave(r.b);
-  CHECK(send_msg(&r));
-  cpb_time_t deadline = cpb_clock_now() + WAIT_US;
-  while (held_of(r.b, bfid) == 0 && cpb_clock_now() < deadline) nap();
-  struct held_copy h = {0};
-  cpb_engine_enter(r.b);
-  int drained = tcp_held_drain(cpb_engine_tcp(r.b), bfid, copy_first, &h); /* how many */
-  cpb_engine_leave(r.b);
-  REQUIRE(drained >= 1 && h.n == drained);
-  CHECK_EQ(held_of(r.b, bfid), 0);
+  /* B starts moving the flow on: frozen, it holds the client's next message (taken out here). */
+  static struct held_copy h;
+  REQUIRE(catch_next_msg(&r, r.b, bfid, &h));
 
   /* The same segment comes back as a FORWARD of migration 4001 from A. */
-  static uint8_t pt[1600], d[1700];
-  size_t n = body_head(pt, 4001);
-  put32le(pt + n, h.src), put32le(pt + n + 4, h.dst), pt[n + 8] = (uint8_t)h.len, pt[n + 9] = (uint8_t)(h.len >> 8);
-  memcpy(pt + n + 10, h.bytes, h.len);
-  REQUIRE(n + 10 + h.len + 36 <= sizeof(d));
-  size_t dlen = seal(d, &DIR_AB, T_FORWARD, KEY_AB, 1u << 20, pt, n + 10 + h.len);
+  static uint8_t d[FWD_DGRAM];
+  size_t dlen = forward_dgram(d, &DIR_AB, KEY_AB, 1u << 20, 4001, &h);
   struct cpb_lane_stats s0 = stats_of(r.b);
   feed(r.b, IP_A, d, dlen);
   struct cpb_lane_stats s = stats_of(r.b);
@@ -621,7 +633,7 @@ TEST(lane_forward_into_a_flow_moving_on_is_held_not_dropped) {
   CHECK_EQ(held_of(r.b, bfid), 1);
 
   /* B carries on after all: the held segment is the client's message, echoed once. */
-  now = cpb_engine_enter(r.b);
+  cpb_time_t now = cpb_engine_enter(r.b);
   CHECK_EQ(tcp_unfreeze(cpb_engine_tcp(r.b), bfid, now), 0);
   cpb_engine_leave(r.b);
   CHECK(recv_echoes(&r));
@@ -639,11 +651,7 @@ TEST(lane_forward_into_a_flow_moving_on_is_held_not_dropped) {
 #define KEY_AB2 42
 TEST(lane_forward_before_its_offer_waits_for_it) {
   struct rig r;
-  bool up = rig_open(&r, "lane-fwd-early", PORT);
-  if (!up) rig_close(&r);
-  REQUIRE(up);
-  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
-  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  REQUIRE(rig_open_ab(&r, "lane-fwd-early", PORT));
   struct cpb_lane_dir tx2, rx2; /* B's directions of the second key; A's would be the reverse */
   dir_fill(&tx2, 0x63);
   dir_fill(&rx2, 0x74);
@@ -654,26 +662,15 @@ TEST(lane_forward_before_its_offer_waits_for_it) {
   uint64_t afid = server_flow(r.a, r.cport);
   cpb_engine_leave(r.a);
   REQUIRE(afid != 0);
+  static struct held_copy h;
+  REQUIRE(catch_next_msg(&r, r.a, afid, &h));
   cpb_time_t now = cpb_engine_enter(r.a);
-  CHECK_EQ(tcp_freeze(cpb_engine_tcp(r.a), afid, now), 0);
-  cpb_engine_leave(r.a);
-  CHECK(send_msg(&r));
-  cpb_time_t deadline = cpb_clock_now() + WAIT_US;
-  while (held_of(r.a, afid) == 0 && cpb_clock_now() < deadline) nap();
-  struct held_copy h = {0};
-  now = cpb_engine_enter(r.a);
-  int drained = tcp_held_drain(cpb_engine_tcp(r.a), afid, copy_first, &h);
   CHECK_EQ(tcp_unfreeze(cpb_engine_tcp(r.a), afid, now), 0); /* nothing held: A never saw the message */
   cpb_engine_leave(r.a);
-  REQUIRE(drained >= 1 && h.n == drained);
 
   /* Its forward under migration 5001 reaches B before any offer: kept, not injected, not dropped. */
-  static uint8_t pt[1600], d[1700];
-  size_t n = body_head(pt, 5001);
-  put32le(pt + n, h.src), put32le(pt + n + 4, h.dst), pt[n + 8] = (uint8_t)h.len, pt[n + 9] = (uint8_t)(h.len >> 8);
-  memcpy(pt + n + 10, h.bytes, h.len);
-  REQUIRE(n + 10 + h.len + 36 <= sizeof(d));
-  size_t dlen = seal(d, &rx2, T_FORWARD, KEY_AB2, 1, pt, n + 10 + h.len);
+  static uint8_t d[FWD_DGRAM];
+  size_t dlen = forward_dgram(d, &rx2, KEY_AB2, 1, 5001, &h);
   struct cpb_lane_stats s0 = stats_of(r.b);
   feed(r.b, IP_A, d, dlen);
   struct cpb_lane_stats s = stats_of(r.b);
@@ -697,8 +694,7 @@ TEST(lane_forward_before_its_offer_waits_for_it) {
   CHECK_EQ(r.echoed, r.sent);
 
   /* One whose offer never comes is wiped after CPB_LANE_EARLY_US, counted as dropped. */
-  n = body_head(pt, 5002);
-  dlen = seal(d, &rx2, T_FORWARD, KEY_AB2, 2, pt, n + 10 + h.len);
+  dlen = forward_dgram(d, &rx2, KEY_AB2, 2, 5002, &h);
   s0 = stats_of(r.b);
   feed(r.b, IP_A, d, dlen);
   now = cpb_engine_enter(r.b);
@@ -771,11 +767,7 @@ TEST(lane_budget_runs_out_and_the_flow_comes_back_with_its_segments) {
  * claim then loses, so it refuses the offer: one owner (lane.h: Ownership). */
 TEST(lane_offer_arriving_after_the_budget) {
   struct rig r;
-  bool up = rig_open(&r, "lane-late", PORT);
-  if (!up) rig_close(&r);
-  REQUIRE(up);
-  install_key(r.a, IP_B, KEY_AB, &DIR_AB, &DIR_BA, PORT_B);
-  install_key(r.b, IP_A, KEY_AB, &DIR_BA, &DIR_AB, PORT_A);
+  REQUIRE(rig_open_ab(&r, "lane-late", PORT));
   cpb_engine_enter(r.b); /* B's engine stalls: its input waits */
   CHECK_EQ(migrate(&r, r.a, IP_B, 5001, 50), 0);
   struct tcp_event ev = {0};
