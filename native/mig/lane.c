@@ -267,6 +267,7 @@ bool cpb_lane_outcome(const struct cpb_lane *l, uint64_t migration_id, struct cp
 void cpb_lane_get_stats(const struct cpb_lane *l, struct cpb_lane_stats *out) {
   *out = l->stats;
   out->reasm_evicted = l->reasm.evicted;
+  out->reasm_busy = l->reasm.busy;
 }
 
 static uint32_t since(cpb_time_t now, cpb_time_t t0) { return now > t0 ? (uint32_t)CPB_MIN(now - t0, UINT32_MAX) : 0; }
@@ -923,8 +924,19 @@ static void on_part(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const
   l->stats.parts_in++;
   struct lane_slot *s = NULL;
   int rc = lane_reasm_add(&l->reasm, src, k->id, &p, now, &s);
-  if (rc < 0) l->stats.bad_frames++;
-  else if (rc == LANE_PART_DUP) l->stats.parts_dup++;
+  if (rc < 0 && rc != -EBUSY) l->stats.bad_frames++;
+  else if (rc == LANE_PART_DUP || rc == LANE_PART_DONE_BEFORE) l->stats.parts_dup++;
+  if (rc == LANE_PART_DONE_BEFORE && p.type == T_OFFER && p.index == 0 && p.len >= BODY_HEAD) {
+    /* Another copy of an offer decided here (its answer was lost, or is still on its way): answered again from
+     * its first part, which names the migration, as a whole copy would be (on_offer). */
+    l->stats.offers_in++;
+    struct seen *sn = seen_find(l, src, get64(p.data), get32(p.data + 8));
+    if (sn) {
+      l->stats.repeated_offers++;
+      answer(l, src, k, sn);
+    }
+    return;
+  }
   if (rc != LANE_PART_DONE) return;
   l->stats.reassembled++;
   dispatch(l, src, k, s->type, s->buf, s->total, now);

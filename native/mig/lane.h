@@ -126,6 +126,7 @@ struct cpb_lane_stats {
   uint64_t forward_early; /* came before their offer: kept, then injected (forwarded_in) or dropped */
   uint64_t forward_too_big; /* 0: forwards up to TCP_HOLD_SEG_MAX go in parts (kept for the stats' shape) */
   uint64_t parts_out, parts_in, parts_dup, reassembled, reasm_evicted;
+  uint64_t reasm_busy; /* parts of a new big message refused while both big slots were still arriving */
   uint64_t bad_frames, auth_failures, replays, unknown_keys, steer_errors, send_failures;
 };
 

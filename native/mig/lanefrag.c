@@ -79,35 +79,53 @@ static struct lane_slot *slot_find(struct lane_reasm *r, cpb_ip4_t peer, uint64_
   return NULL;
 }
 
-/* A free slot of the class that holds total bytes, else its oldest (given up). */
-static struct lane_slot *slot_take(struct lane_reasm *r, uint32_t total) {
-  int lo = total > LANE_SMALL_MAX ? 0 : LANE_RX_BIG, hi = total > LANE_SMALL_MAX ? LANE_RX_BIG : LANE_RX_BIG + LANE_RX_SMALL;
-  struct lane_slot *oldest = &r->slots[lo];
+/* A free slot of the class that holds total bytes, else its oldest that may go (given up); NULL when none may
+ * (lanefrag.h: a big slot still arriving stays). */
+static struct lane_slot *slot_take(struct lane_reasm *r, uint32_t total, cpb_time_t now) {
+  bool big = total > LANE_SMALL_MAX;
+  int lo = big ? 0 : LANE_RX_BIG, hi = big ? LANE_RX_BIG : LANE_RX_BIG + LANE_RX_SMALL;
+  struct lane_slot *oldest = NULL;
   for (int i = lo; i < hi; i++) {
-    if (!r->slots[i].used) return &r->slots[i];
-    if (r->slots[i].born < oldest->born) oldest = &r->slots[i];
+    struct lane_slot *s = &r->slots[i];
+    if (!s->used) return s;
+    if (big && now < s->touched + LANE_SLOT_BUSY_US) continue;
+    if (!oldest || s->born < oldest->born) oldest = s;
   }
+  if (!oldest) return NULL;
   r->evicted++;
   lane_reasm_release(oldest);
   return oldest;
 }
 
+static bool done_lately(const struct lane_reasm *r, cpb_ip4_t peer, uint64_t key_id, uint32_t msg) {
+  for (int i = 0; i < LANE_DONE_IDS; i++)
+    if (r->done[i].msg == msg && r->done[i].peer == peer && r->done[i].key_id == key_id) return true;
+  return false;
+}
+
 int lane_reasm_add(struct lane_reasm *r, cpb_ip4_t peer, uint64_t key_id, const struct lane_part *p, cpb_time_t now,
                    struct lane_slot **done) {
   struct lane_slot *s = slot_find(r, peer, key_id, p->msg);
+  if (!s && done_lately(r, peer, key_id, p->msg)) return LANE_PART_DONE_BEFORE;
   if (s && (s->type != p->type || s->total != p->total || s->count != p->count)) return -EBADMSG;
   if (!s) {
-    s = slot_take(r, p->total);
+    s = slot_take(r, p->total, now);
+    if (!s) {
+      r->busy++;
+      return -EBUSY;
+    }
     s->used = true;
     s->peer = peer, s->key_id = key_id, s->msg = p->msg;
     s->type = p->type, s->total = p->total, s->count = p->count;
     s->born = ++r->born;
   }
+  s->touched = now; /* a copy that brings only parts it has still shows its source is sending */
   if (s->bits[p->index / 64] >> (p->index % 64) & 1) return LANE_PART_DUP;
   s->bits[p->index / 64] |= 1ull << (p->index % 64);
   memcpy(s->buf + (size_t)p->index * LANE_PART_DATA, p->data, p->len);
-  s->touched = now;
   if (++s->have < s->count) return LANE_PART_KEPT;
+  r->done[r->done_next] = (struct lane_done_id){.peer = peer, .key_id = key_id, .msg = p->msg};
+  r->done_next = (r->done_next + 1) % LANE_DONE_IDS;
   *done = s;
   return LANE_PART_DONE;
 }

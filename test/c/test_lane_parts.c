@@ -11,6 +11,7 @@
 
 #include "linksim.h"
 #include "mig/lane.h"
+#include "mig/lanefrag.h"
 #include "mig/lanekey.h"
 #include "t.h"
 
@@ -629,15 +630,24 @@ TEST(lane_parts_hostile) {
   CHECK_EQ(s.repeated_offers - s0.repeated_offers, 1);
   CHECK_EQ(answers_to(LIP_X), 2);
 
-  /* Slots that never complete: the third big one pushes out the oldest; the rest time out. */
+  /* Slots that never complete. A third big message while both big slots are still arriving waits: its parts
+   * are refused (its source sends it again) and neither slot is pushed out. */
   s0 = s;
   message_in(LIP_X, 2, 1, m1, t1, 3);
   message_in(LIP_Y, 2, 1, m2, t2, 0);
   message_in(LIP_X, 3, 1, m2, t2, 5);
   s = st_a();
+  CHECK_EQ(s.reasm_busy - s0.reasm_busy, c2 - 1);
+  CHECK_EQ(s.reasm_evicted - s0.reasm_evicted, 0);
+  CHECK_EQ(s.bad_frames - s0.bad_frames, 0);
+  /* Once they got nothing for LANE_SLOT_BUSY_US, its next copy pushes out the oldest. */
+  W.net.now += LANE_SLOT_BUSY_US;
+  message_in(LIP_X, 3, 1, m2, t2, 5);
+  s = st_a();
+  CHECK_EQ(s.reasm_busy - s0.reasm_busy, c2 - 1);
   CHECK_EQ(s.reasm_evicted - s0.reasm_evicted, 1);
   CHECK_EQ(s.reassembled - s0.reassembled, 0);
-  /* the evicted one's missing part now starts a new slot (evicting again), and completes nothing */
+  /* the evicted one's missing part now starts a new slot (evicting Y's, idle), and completes nothing */
   part_in(LIP_X, 2, 1, 3, c1, t1, m1 + 3 * PART_DATA, PART_DATA);
   s = st_a();
   CHECK_EQ(s.reassembled - s0.reassembled, 0);
