@@ -35,6 +35,11 @@ struct kept_seg {
   uint8_t bytes[TCP_HOLD_SEG_MAX];
 };
 
+static void kept_set(struct kept_seg *k, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
+  k->src = src, k->dst = dst, k->len = (uint16_t)len;
+  memcpy(k->bytes, seg, len);
+}
+
 enum out_state { OUT_FREE = 0, OUT_ASKING, OUT_OWNED };
 
 struct out {
@@ -438,9 +443,7 @@ static void forward_one(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *
   struct cpb_lane *l = f->l;
   struct out *o = f->o;
   if (f->keep) {
-    struct kept_seg *s = &o->kept[o->nkept++];
-    s->src = src, s->dst = dst, s->len = (uint16_t)len;
-    memcpy(s->bytes, seg, len);
+    kept_set(&o->kept[o->nkept++], src, dst, seg, len);
   }
   if (BODY_HEAD + 10 + len > FWD_MAX) { /* not from TCP's hold (TCP_HOLD_SEG_MAX) */
     l->stats.forward_too_big++;
@@ -650,9 +653,7 @@ static void answer(struct cpb_lane *l, cpb_ip4_t peer, struct lane_key *k, const
 static void keep_stale(void *ctx, cpb_ip4_t src, cpb_ip4_t dst, const uint8_t *seg, size_t len) {
   struct cpb_lane *l = ctx;
   if (l->nstale == CPB_LANE_KEEP || len > TCP_HOLD_SEG_MAX) return; /* the client sends it again */
-  struct kept_seg *k = &l->stale[l->nstale++];
-  k->src = src, k->dst = dst, k->len = (uint16_t)len;
-  memcpy(k->bytes, seg, len);
+  kept_set(&l->stale[l->nstale++], src, dst, seg, len);
 }
 
 /* An older copy of an offered flow here holds its 4-tuple. The peer offering the flow owns it (it adopted it
@@ -757,6 +758,9 @@ static int32_t adopt_offer(struct cpb_lane *l, const uint8_t *b, size_t len, uin
 
 /* ---- forwards that came before their offer ---- */
 
+/* a arrived before b (arrival numbers wrap). */
+static bool early_older(const struct early_seg *a, const struct early_seg *b) { return a->order - b->order > UINT32_MAX / 2; }
+
 static void early_free(struct early_seg *e) {
   memset(e->seg.bytes, 0, e->seg.len);
   memset(e, 0, offsetof(struct early_seg, seg));
@@ -772,13 +776,12 @@ static void early_keep(struct cpb_lane *l, cpb_ip4_t peer, uint64_t mid, uint32_
   if (!e) {
     e = &l->early[0];
     for (int i = 1; i < CPB_LANE_KEEP; i++)
-      if (l->early[i].order - e->order > UINT32_MAX / 2) e = &l->early[i]; /* older, across the wrap */
+      if (early_older(&l->early[i], e)) e = &l->early[i];
     l->stats.forward_dropped++;
     early_free(e);
   }
   e->peer = peer, e->epoch = epoch, e->migration_id = mid, e->at = now, e->order = ++l->early_order;
-  e->seg.src = src, e->seg.dst = dst, e->seg.len = (uint16_t)len;
-  memcpy(e->seg.bytes, seg, len);
+  kept_set(&e->seg, src, dst, seg, len);
   l->stats.forward_early++;
 }
 
@@ -789,7 +792,7 @@ static void early_settle(struct cpb_lane *l, cpb_ip4_t peer, uint64_t mid, uint3
     struct early_seg *e = NULL;
     for (int i = 0; i < CPB_LANE_KEEP; i++) {
       struct early_seg *x = &l->early[i];
-      if (x->peer == peer && x->migration_id == mid && x->epoch == epoch && (!e || x->order - e->order > UINT32_MAX / 2))
+      if (x->peer == peer && x->migration_id == mid && x->epoch == epoch && (!e || early_older(x, e)))
         e = x;
     }
     if (!e) return;
@@ -819,16 +822,20 @@ static cpb_time_t early_expire(struct cpb_lane *l, cpb_time_t now) {
   return next;
 }
 
+/* A copy of an offer decided here (its answer was lost or is late) is answered as before; false when it is new. */
+static bool answer_repeat(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, uint64_t mid, uint32_t epoch) {
+  struct seen *s = seen_find(l, src, mid, epoch);
+  if (!s) return false;
+  l->stats.repeated_offers++;
+  answer(l, src, k, s);
+  return true;
+}
+
 static void on_offer(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const uint8_t *b, size_t len, cpb_time_t now) {
   uint64_t mid = get64(b);
   uint32_t epoch = get32(b + 8);
   l->stats.offers_in++;
-  struct seen *s = seen_find(l, src, mid, epoch);
-  if (s) { /* a repeat: the answer was lost or late */
-    l->stats.repeated_offers++;
-    answer(l, src, k, s);
-    return;
-  }
+  if (answer_repeat(l, src, k, mid, epoch)) return;
   uint64_t fid = 0;
   int32_t err = adopt_offer(l, b, len, cpb_lane_claim_token(mid, epoch, k->rx_iv), now, &fid);
   if (err == 1) {
@@ -930,11 +937,7 @@ static void on_part(struct cpb_lane *l, cpb_ip4_t src, struct lane_key *k, const
     /* Another copy of an offer decided here (its answer was lost, or is still on its way): answered again from
      * its first part, which names the migration, as a whole copy would be (on_offer). */
     l->stats.offers_in++;
-    struct seen *sn = seen_find(l, src, get64(p.data), get32(p.data + 8));
-    if (sn) {
-      l->stats.repeated_offers++;
-      answer(l, src, k, sn);
-    }
+    answer_repeat(l, src, k, get64(p.data), get32(p.data + 8));
     return;
   }
   if (rc != LANE_PART_DONE) return;

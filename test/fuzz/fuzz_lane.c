@@ -71,7 +71,6 @@ static void peer_key_reset(uint64_t id) {
   if (lane_key_init(&peer_keys[id], id, &lrx, &ltx) != 0) abort();
 }
 
-
 /* ---- little-endian helpers ---- */
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
